@@ -1,0 +1,1 @@
+"""Agented backend: runs agent command lines as executions and streams their output."""

@@ -1,0 +1,246 @@
+"""Error tracking with Sentry: start-up, sampling of transactions, scrubbing."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
+
+import sentry_sdk
+from flask import has_request_context, request
+from sentry_sdk.integrations.flask import FlaskIntegration
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+
+from app.settings import SentrySettings, dsn_host_and_project, dsn_key
+
+log = logging.getLogger(__name__)
+
+# The only routes that answer text/event-stream. Matched against the path Flask
+# routes on (PATH_INFO), whole, case-sensitive, no trailing slash: exactly the URLs
+# Werkzeug hands to the stream views.
+_STREAM_PATH = re.compile(r"/admin/(?:executions|sessions)/[^/]+/stream")
+
+FILTERED = "[Filtered]"
+# a name containing any of these words holds a credential
+_SENSITIVE_NAME = re.compile(
+    r"auth|token|secret|passw|pwd|api.?key|apikey|private.?key|credential"
+    r"|signature|session|cookie|csrf|xsrf|jwt|bearer|otp|^key$|[_-]key$|^sig$",
+    re.IGNORECASE,
+)
+# a value shorter than this is masked where it stands but not hunted elsewhere
+_MIN_HUNTED_SECRET = 6
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def is_streaming_path(path: str) -> bool:
+    """True for the URL paths of the SSE endpoints, and only those."""
+    return _STREAM_PATH.fullmatch(path) is not None
+
+
+def is_sensitive_name(name: str) -> bool:
+    return _SENSITIVE_NAME.search(name) is not None
+
+
+def init_error_tracking(
+    settings: SentrySettings, *, api_key: str | None = None, transport: Any = None
+) -> bool:
+    """Start the Sentry client when a DSN is configured; True when it started."""
+    if not settings.enabled:
+        log.info("error tracking off", extra={"reason": "SENTRY_DSN is not set"})
+        return False
+
+    scrubber = SecretScrubber(known_secrets=[api_key, dsn_key(settings.dsn)])
+    sentry_sdk.init(
+        dsn=settings.dsn,
+        environment=settings.environment,
+        release=settings.release,
+        send_default_pii=False,
+        traces_sampler=TracesSampler(settings.traces_sample_rate),
+        before_send=scrubber.scrub_error,
+        before_send_transaction=scrubber.scrub_transaction,
+        event_scrubber=EventScrubber(denylist=_denylist(), recursive=True),
+        integrations=[FlaskIntegration(transaction_style="endpoint")],
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        transport=transport,
+    )
+
+    host, project = dsn_host_and_project(settings.dsn or "")
+    log.info(
+        "error tracking on",
+        extra={
+            "environment": settings.environment,
+            "release": settings.release,
+            "traces_sample_rate": settings.traces_sample_rate,
+            "sentry_host": host,
+            "sentry_project": project,
+        },
+    )
+    return True
+
+
+class TracesSampler:
+    """Decides before routing: SSE streams never become transactions.
+
+    The SDK closes a WSGI transaction when the view returns its iterator, so a
+    stream's transaction would measure nothing and cost a slot in the queue.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def __call__(self, context: dict[str, Any]) -> float:
+        environ = context.get("wsgi_environ") or {}
+        if is_streaming_path(environ.get("PATH_INFO", "")):
+            return 0.0
+        parent = context.get("parent_sampled")
+        if parent is not None:
+            return 1.0 if parent else 0.0
+        return self.rate
+
+
+class SecretScrubber:
+    """Masks credentials the SDK's defaults let through, in errors and transactions."""
+
+    def __init__(self, known_secrets: Iterable[str | None] = ()) -> None:
+        self.known = _spellings(known_secrets)
+
+    def scrub_error(self, event: dict[str, Any], hint: dict[str, Any]) -> dict:
+        return self.scrub(event)
+
+    def scrub_transaction(self, event: dict[str, Any], hint: dict[str, Any]):
+        # second line behind the sampler: a stream transaction that got this far
+        if is_streaming_path(_event_path(event)):
+            return None
+        return self.scrub(event)
+
+    def scrub(self, event: dict[str, Any]) -> dict[str, Any]:
+        secrets = self.known | _request_secrets()
+        req = event.get("request")
+        if isinstance(req, dict):
+            _scrub_request(req, secrets)
+        if secrets:
+            event = _replace_everywhere(event, _secret_pattern(secrets))
+        return event
+
+
+def _denylist() -> list[str]:
+    extra = [
+        "x_auth_token",
+        "auth_token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_token",
+        "client_secret",
+        "signature",
+        "jwt",
+        "otp",
+    ]
+    return [*DEFAULT_DENYLIST, *extra]
+
+
+def _event_path(event: dict[str, Any]) -> str:
+    url = (event.get("request") or {}).get("url")
+    if isinstance(url, str):
+        return unquote(urlsplit(url).path)
+    if (event.get("transaction_info") or {}).get("source") == "url":
+        return str(event.get("transaction", ""))
+    return ""
+
+
+def _request_secrets() -> set[str]:
+    """Values of this request's credential-like fields, to hunt everywhere."""
+    if not has_request_context():
+        return set()
+    try:
+        return _spellings(_credential_values())
+    except Exception:  # an unreadable body must not cost the event
+        log.debug("request secrets unreadable", exc_info=True)
+        return set()
+
+
+def _spellings(values: Iterable[Any]) -> set[str]:
+    """Each secret as it may appear in an event: raw, URL-encoded, repr-escaped."""
+    found = set()
+    for value in values:
+        if isinstance(value, str) and len(value) >= _MIN_HUNTED_SECRET:
+            found |= {
+                value,
+                quote(value, safe=""),
+                quote_plus(value),
+                repr(value)[1:-1],
+            }
+    return found
+
+
+def _credential_values() -> list[Any]:
+    found = [v for k, v in request.headers.items() if is_sensitive_name(k)]
+    found += list(request.cookies.values())
+    found += [v for k, v in request.args.items(multi=True) if is_sensitive_name(k)]
+    found += [v for k, v in request.form.items(multi=True) if is_sensitive_name(k)]
+    body = request.get_json(silent=True) if request.is_json else None
+    found += list(_sensitive_values(body))
+    return found
+
+
+def _sensitive_values(data: Any) -> Iterable[str]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if is_sensitive_name(str(key)) and isinstance(value, str | int | float):
+                yield str(value)
+            else:
+                yield from _sensitive_values(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _sensitive_values(item)
+
+
+def _scrub_request(req: dict[str, Any], secrets: set[str]) -> None:
+    headers = req.get("headers")
+    if isinstance(headers, dict):
+        req["headers"] = {
+            k: FILTERED if is_sensitive_name(k) else v for k, v in headers.items()
+        }
+    if isinstance(req.get("query_string"), str):
+        req["query_string"] = _scrub_query(req["query_string"])
+    if "cookies" in req:
+        req["cookies"] = {k: FILTERED for k in (req["cookies"] or {})}
+    if isinstance(req.get("data"), dict | list):
+        req["data"] = _mask_keys(req["data"])
+    elif isinstance(req.get("data"), str):
+        req["data"] = _scrub_query(req["data"]) if "=" in req["data"] else req["data"]
+
+
+def _scrub_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    masked = [(k, FILTERED if is_sensitive_name(k) else v) for k, v in pairs]
+    return urlencode(masked)
+
+
+def _mask_keys(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {
+            k: FILTERED if is_sensitive_name(str(k)) else _mask_keys(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_mask_keys(item) for item in data]
+    return data
+
+
+def _secret_pattern(secrets: set[str]) -> re.Pattern[str]:
+    # longest first, so a secret that contains another is masked whole
+    ordered = sorted(secrets, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def _replace_everywhere(data: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(data, str):
+        return pattern.sub(FILTERED, data)
+    if isinstance(data, dict):
+        return {k: _replace_everywhere(v, pattern) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_replace_everywhere(v, pattern) for v in data]
+    return data

@@ -1,0 +1,43 @@
+"""HTTP routes, one blueprint per area, and the helpers they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from werkzeug.exceptions import BadRequest, NotFound
+
+from app.errors import BadRequestField
+
+MAX_PROMPT_CHARS = 100_000
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; a 400 for anything else."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "the body must be a JSON object (Content-Type: application/json)"
+        )
+    return body
+
+
+def required_text(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if value is None:
+        raise BadRequestField(field, "is required")
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestField(field, "must be a non-empty string")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise BadRequestField(field, f"must be at most {MAX_PROMPT_CHARS} characters")
+    return value
+
+
+def services() -> Any:
+    return current_app.extensions["agented"]
+
+
+def found(item: Any, what: str, item_id: str) -> Any:
+    if item is None:
+        raise NotFound(f"no {what} with id {item_id[:64]!r}")
+    return item

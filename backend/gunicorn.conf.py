@@ -1,0 +1,49 @@
+"""Gunicorn settings for Agented: `gunicorn -c backend/gunicorn.conf.py`.
+
+The master reads this file before forking and checks the whole environment here,
+so a bad value stops the server with one line instead of a loop of dying workers.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+BACKEND = Path(__file__).resolve().parent
+sys.path.insert(0, str(BACKEND))
+
+from dotenv import load_dotenv  # noqa: E402
+
+from app.settings import REPO_ROOT, ConfigError, Settings  # noqa: E402 - stdlib only
+
+load_dotenv(REPO_ROOT / ".env", override=False)
+try:
+    _settings = Settings.from_env()
+except ConfigError as exc:
+    print(f"agented: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+
+chdir = str(BACKEND)
+wsgi_app = "run:application"
+bind = [_settings.bind]
+
+# gevent: one greenlet per connection, so long-lived SSE streams cost no thread each
+worker_class = "gevent"
+worker_connections = 1000
+# one worker: SSE subscribers and running executions live in this process's memory
+workers = 1
+# each worker imports run.py itself, after gevent's monkey patching
+preload_app = False
+
+# a worker silent this long is killed; gevent's hub keeps it beating while streams wait
+timeout = 60
+# SIGTERM: streams get this long to end, Sentry's queue its shutdown_timeout (5 s)
+graceful_timeout = 15
+keepalive = 5
+
+# access log off: every request is already one structured line from the app if needed
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Gunicorn 27 opens a control socket under ~/.gunicorn/ by default; servers run side
+# by side (tests, several checkouts) would fight over it
+control_socket_disable = True
