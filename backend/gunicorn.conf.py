@@ -13,9 +13,9 @@ sys.path.insert(0, str(BACKEND))
 
 from dotenv import load_dotenv  # noqa: E402
 
-from app.settings import REPO_ROOT, ConfigError, Settings  # noqa: E402 - stdlib only
+from app.settings import ConfigError, Settings, env_file  # noqa: E402 - stdlib only
 
-load_dotenv(REPO_ROOT / ".env", override=False)
+load_dotenv(env_file(), override=False)
 try:
     _settings = Settings.from_env()
 except ConfigError as exc:

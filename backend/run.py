@@ -14,7 +14,7 @@ import sys
 
 from dotenv import load_dotenv
 
-from app.settings import REPO_ROOT, ConfigError, Settings, is_loopback
+from app.settings import ConfigError, Settings, env_file, is_loopback
 
 # Gunicorn treats this exit code from a worker as "failed to boot" and stops,
 # instead of respawning workers forever.
@@ -25,7 +25,7 @@ log = logging.getLogger("agented")
 
 def load_settings() -> Settings:
     """Read .env (never overriding the real environment), then validate it all."""
-    load_dotenv(REPO_ROOT / ".env", override=False)
+    load_dotenv(env_file(), override=False)
     try:
         return Settings.from_env()
     except ConfigError as exc:

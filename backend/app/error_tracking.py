@@ -36,7 +36,8 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def is_streaming_path(path: str) -> bool:
     """True for the URL paths of the SSE endpoints, and only those."""
-    return _STREAM_PATH.fullmatch(path) is not None
+    # Werkzeug routes "//admin/..." like "/admin/...": leading slashes collapse
+    return _STREAM_PATH.fullmatch("/" + path.lstrip("/")) is not None
 
 
 def is_sensitive_name(name: str) -> bool:
@@ -61,7 +62,10 @@ def init_error_tracking(
         before_send=scrubber.scrub_error,
         before_send_transaction=scrubber.scrub_transaction,
         event_scrubber=EventScrubber(denylist=_denylist(), recursive=True),
+        # the integrations this app uses, named; probing ~40 optional libraries on
+        # every start costs a third of a second and may pick up what we never test
         integrations=[FlaskIntegration(transaction_style="endpoint")],
+        auto_enabling_integrations=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         transport=transport,
     )

@@ -114,10 +114,11 @@ class ExecutionRunner:
     def _pump(self, execution_id: str, proc: Any) -> None:
         seq = 0
         try:
-            for line in proc.stdout:
-                seq += 1
-                self.store.append_line(execution_id, seq, line.rstrip("\r\n"))
-                self.broker.publish(execution_id)
+            with proc.stdout:
+                for line in proc.stdout:
+                    seq += 1
+                    self.store.append_line(execution_id, seq, line.rstrip("\r\n"))
+                    self.broker.publish(execution_id)
             exit_code = proc.wait()
         except Exception:
             log.exception("execution output lost", extra={"execution_id": execution_id})

@@ -80,6 +80,13 @@ class Settings:
         )
 
 
+def env_file(environ: Mapping[str, str] | None = None) -> Path:
+    """The .env file to load: AGENTED_ENV_FILE, else .env at the repository root."""
+    env = os.environ if environ is None else environ
+    given = _text(env, "AGENTED_ENV_FILE")
+    return Path(given).expanduser() if given else REPO_ROOT / ".env"
+
+
 def sentry_settings(env: Mapping[str, str]) -> SentrySettings:
     """Read and check the SENTRY_* variables; the SDK itself reads none of them."""
     return SentrySettings(
