@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
@@ -70,6 +72,9 @@ def init_error_tracking(
         transport=transport,
     )
 
+    # which process made the client, and whether gevent had patched it by then
+    sentry_sdk.get_global_scope().set_context("process", process_facts())
+
     host, project = dsn_host_and_project(settings.dsn or "")
     log.info(
         "error tracking on",
@@ -82,6 +87,22 @@ def init_error_tracking(
         },
     )
     return True
+
+
+def process_facts() -> dict[str, Any]:
+    """This process as error tracking sees it: pid, parent, gevent, client."""
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "gevent_patched": _gevent_patched(),
+        "error_tracking": sentry_sdk.get_client().is_active(),
+    }
+
+
+def _gevent_patched() -> bool:
+    if "gevent.monkey" not in sys.modules:
+        return False
+    return bool(sys.modules["gevent.monkey"].is_module_patched("socket"))
 
 
 class TracesSampler:
