@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from tests.support.sentry_capture import Capture, start_capture
 
-# pytest_plugins = ["tests.support.truth_table"]
+pytest_plugins = ["tests.support.truth_table"]
 
 # read by the app or its Gunicorn config; a developer's shell must not leak in
 APP_ENV_PREFIXES = ("AGENTED_", "SENTRY_", "LOG_", "GUNICORN_")

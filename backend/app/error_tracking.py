@@ -89,6 +89,13 @@ def init_error_tracking(
     return True
 
 
+def last_event_id() -> str | None:
+    """The id of the last event sent while handling this request, if any."""
+    if not sentry_sdk.get_client().is_active():
+        return None
+    return sentry_sdk.last_event_id()
+
+
 def process_facts() -> dict[str, Any]:
     """This process as error tracking sees it: pid, parent, gevent, client."""
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.error_tracking import last_event_id
 from app.logs import current_request_id
 
 
@@ -40,7 +41,10 @@ def _http_error(exc: HTTPException):
 
 
 def _internal_error(exc: InternalServerError):
-    return error_body(500, "internal_server_error", "the server failed; see its log")
+    # the id of the error event already sent, so a user's report can be looked up
+    reference = {"event_id": event_id} if (event_id := last_event_id()) else {}
+    message = "the server failed; see its log"
+    return error_body(500, "internal_server_error", message, **reference)
 
 
 def _bad_field(exc: BadRequestField):

@@ -32,6 +32,7 @@ def test_unhandled_exception_sends_one_event_with_request_context(
     assert request["headers"]["User-Agent"] == "agented-tests/1.0"
     assert request["headers"]["Accept"] == "application/json"
     assert event["transaction"] == "debug.raise_error"
+    assert response.json["event_id"] == event["event_id"]
 
 
 @pytest.mark.verifies("OBS02-T3")

@@ -42,6 +42,7 @@ def test_without_dsn_a_failing_request_still_gets_json_500_and_nothing_is_sent(
     assert response.status_code == 500
     assert response.json["error"] == "internal_server_error"
     assert response.json["request_id"] == response.headers["X-Request-ID"]
+    assert "event_id" not in response.json
     assert not sentry_sdk.get_client().is_active()
 
 
