@@ -16,6 +16,17 @@ from tests.support.sentry_capture import Capture, start_capture
 
 pytest_plugins = ["tests.support.truth_table"]
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bugsink-digest",
+        choices=("eager", "worker"),
+        default="eager",
+        help="Bugsink digests events in the ingest request (eager, the default) "
+        "or in its real background worker (worker)",
+    )
+
+
 # read by the app or its Gunicorn config; a developer's shell must not leak in
 APP_ENV_PREFIXES = ("AGENTED_", "SENTRY_", "LOG_", "GUNICORN_")
 
@@ -77,7 +88,10 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, str]:
-    return {"AGENTED_DB_PATH": str(tmp_path / "agented.db"), "AGENTED_DEBUG_ROUTES": "1"}
+    return {
+        "AGENTED_DB_PATH": str(tmp_path / "agented.db"),
+        "AGENTED_DEBUG_ROUTES": "1",
+    }
 
 
 @pytest.fixture

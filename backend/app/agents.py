@@ -16,12 +16,13 @@ class AgentError(ValueError):
 
 def build_command(agent: str, prompt: str, command_template: str | None) -> list[str]:
     """The argv for `agent` with `prompt`; never goes through a shell."""
+    # "--" ends the options: a prompt starting with "-" stays a prompt
     if agent == "claude":
-        return ["claude", "--print", "--output-format", "text", prompt]
+        return ["claude", "--print", "--output-format", "text", "--", prompt]
     if agent == "codex":
-        return ["codex", "exec", "--skip-git-repo-check", prompt]
+        return ["codex", "exec", "--skip-git-repo-check", "--", prompt]
     if agent == "gemini":
-        return ["gemini", "--prompt", prompt]
+        return ["gemini", f"--prompt={prompt}"]
     if agent == "demo":
         return [sys.executable, "-u", str(DEMO_AGENT), "--", prompt]
     if agent == "command":

@@ -19,7 +19,11 @@ def require_api_key():
     given = request.headers.get(API_KEY_HEADER, "")
     if hmac.compare_digest(given.encode(), expected.encode()):
         return None
-    return error_body(401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header")
+    body, status = error_body(
+        401, "unauthorized", f"missing or wrong {API_KEY_HEADER} header"
+    )
+    # RFC 9110 15.5.2: a 401 names the scheme the client should use
+    return body, status, {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
 
 
 def _is_admin_path(path: str) -> bool:

@@ -82,8 +82,9 @@ class ExecutionRunner:
             running = list(self._running.items())
         for execution_id, entry in running:
             entry.stop_reason = "interrupted"
-            _signal_group(entry.proc, signal.SIGKILL)
+            # the verdict first: the pump wakes when the process dies and must find it
             self._finish(execution_id, "interrupted", None, "server shut down")
+            _signal_group(entry.proc, signal.SIGKILL)
         return len(running)
 
     def _stop(self, execution_id: str, reason: str) -> bool:
@@ -143,16 +144,9 @@ class ExecutionRunner:
     ) -> None:
         with self._lock:
             self._running.pop(execution_id, None)
-        current = self.store.get(execution_id)
-        if current is not None and current["status"] == "interrupted":
-            return  # shutdown got there first; keep its verdict
-        self.store.update(
-            execution_id,
-            status=status,
-            exit_code=exit_code,
-            error=error,
-            finished_at=time.time(),
-        )
+        # only the first verdict counts: shutdown and the pump may both get here
+        if not self.store.finish(execution_id, status, exit_code, error):
+            return
         self.broker.publish(execution_id)
         log.info(
             "execution finished",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from app.agents import AGENTS, AgentError
@@ -23,6 +24,7 @@ class SessionService:
         self.sessions = sessions
         self.executions = executions
         self.runner = runner
+        self._send_lock = threading.Lock()
 
     def create(self, agent: str) -> dict[str, Any]:
         if agent not in AGENTS:
@@ -39,12 +41,15 @@ class SessionService:
 
     def send(self, session: dict[str, Any], message: str) -> dict[str, Any]:
         """Run the session's agent with `message`; one run at a time."""
-        if session["status"] != "active":
-            raise SessionConflict("the session is stopped")
-        if self._busy(session):
-            raise SessionConflict("the agent is still answering the previous message")
-        execution = self.runner.start(session["agent"], message, session["id"])
-        self.sessions.update(session["id"], last_execution_id=execution["id"])
+        # check and start as one step: two messages at once must not both run
+        with self._send_lock:
+            current = self.sessions.get(session["id"]) or session
+            if current["status"] != "active":
+                raise SessionConflict("the session is stopped")
+            if self._busy(current):
+                raise SessionConflict("the agent is still answering the last message")
+            execution = self.runner.start(session["agent"], message, session["id"])
+            self.sessions.update(session["id"], last_execution_id=execution["id"])
         return execution
 
     def output(self, session: dict[str, Any]) -> list[dict[str, Any]]:

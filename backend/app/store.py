@@ -67,6 +67,26 @@ class ExecutionStore:
                 {**fields, "id": execution_id},
             )
 
+    def finish(
+        self, execution_id: str, status: str, exit_code: int | None, error: str | None
+    ) -> bool:
+        """Record the final status unless one is recorded already; True if it was."""
+        with self.db.connect() as conn:
+            cur = conn.execute(
+                "UPDATE executions SET status = ?, exit_code = ?, error = ?,"
+                " finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (status, exit_code, error, time.time(), execution_id),
+            )
+        return cur.rowcount == 1
+
+    def line_count(self, execution_id: str) -> int:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM output_lines WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
+        return int(row[0])
+
     def append_line(self, execution_id: str, seq: int, text: str) -> None:
         with self.db.connect() as conn:
             conn.execute(

@@ -31,10 +31,13 @@ def sse_comment(text: str) -> str:
 class Heartbeat:
     """Says when an idle stream is due a comment to keep proxies from closing it."""
 
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, interval: float, clock: Callable[[], float] | None = None
+    ) -> None:
         self.interval = interval
-        self.clock = clock
-        self.last_sent = clock()
+        # looked up at call time, so a patched clock (freezegun) is honoured
+        self.clock = clock or (lambda: time.monotonic())
+        self.last_sent = self.clock()
 
     def remaining(self) -> float:
         return max(0.0, self.last_sent + self.interval - self.clock())
@@ -82,7 +85,8 @@ def execution_events(
                 yield sse_event("log", {"seq": seq, "line": text}, event_id=seq)
             if finished:
                 yield sse_event("status", {"status": status})
-                yield sse_event("complete", _summary(execution, last_seq))
+                lines = store.line_count(execution_id)
+                yield sse_event("complete", _summary(execution, lines))
                 return
             last_status = status
             yield from _wait(wakeups, heartbeat)
@@ -97,10 +101,10 @@ def _wait(wakeups: queue.Queue[None], heartbeat: Heartbeat) -> Iterator[str]:
             yield sse_comment("heartbeat")
 
 
-def _summary(execution: dict[str, Any], last_seq: int) -> dict[str, Any]:
+def _summary(execution: dict[str, Any], lines: int) -> dict[str, Any]:
     return {
         "id": execution.get("id"),
         "status": execution["status"],
         "exit_code": execution.get("exit_code"),
-        "lines": last_seq,
+        "lines": lines,
     }

@@ -1,0 +1,106 @@
+"""The real server under Gunicorn's gevent worker streams an execution over SSE."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support.servers import GunicornServer
+
+DEADLINE = 30.0
+LINES = [f"line {n}" for n in range(1, 6)]
+# prints LINES with pauses, so the stream has to follow them live
+AGENT_CODE = (
+    "import time\n"
+    f"for line in {LINES!r}:\n"
+    "    print(line, flush=True)\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GunicornServer]:
+    """Gunicorn on a port it picked; stopped, and its log printed, however it ends.
+
+    pytest shows a test's captured output only when it fails, so the log printed at
+    teardown appears exactly when someone needs it.
+    """
+    env = {
+        "AGENTED_AGENT_COMMAND": f"{shlex.quote(sys.executable)} -c "
+        + shlex.quote(AGENT_CODE),
+        "AGENTED_DEBUG_ROUTES": "1",
+        "AGENTED_SSE_HEARTBEAT": "1",
+    }
+    gunicorn = GunicornServer(tmp_path / "server", env=env)
+    try:
+        gunicorn.start(timeout=DEADLINE)
+        yield gunicorn
+    finally:
+        gunicorn.stop(timeout=DEADLINE)
+        print(f"--- gunicorn log ({gunicorn.log_path}) ---\n{gunicorn.log()}")
+
+
+def read_events(response: requests.Response) -> list[dict[str, Any]]:
+    """SSE events up to `complete`; each read and the whole stream have a deadline."""
+    events: list[dict[str, Any]] = []
+    event: dict[str, Any] = {}
+    deadline = time.monotonic() + DEADLINE
+    for line in response.iter_lines(decode_unicode=True):
+        assert time.monotonic() < deadline, f"no complete event in time: {events}"
+        if line == "":
+            if event:
+                events.append(event)
+            if event.get("event") == "complete":
+                return events
+            event = {}
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        event[field or "comment"] = json.loads(value) if field == "data" else value
+    pytest.fail(f"stream ended without a complete event: {events}")
+
+
+@pytest.mark.proxy
+def test_gevent_worker_streams_execution_lines_in_order_to_complete(
+    server: GunicornServer,
+) -> None:
+    created = requests.post(
+        f"{server.url}/admin/executions",
+        json={"agent": "command", "prompt": "go"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    execution_id = created.json()["id"]
+
+    with requests.get(
+        f"{server.url}/admin/executions/{execution_id}/stream",
+        stream=True,
+        timeout=(5, 5),
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert response.headers["X-Accel-Buffering"] == "no"
+        events = read_events(response)
+    runtime = requests.get(f"{server.url}/admin/debug/runtime", timeout=10).json()
+
+    logs = [e for e in events if e.get("event") == "log"]
+    assert [e["data"]["line"] for e in logs] == LINES
+    assert [e["id"] for e in logs] == [str(n) for n in range(1, len(LINES) + 1)]
+    assert events[-1]["data"] == {
+        "id": execution_id,
+        "status": "succeeded",
+        "exit_code": 0,
+        "lines": len(LINES),
+    }
+    assert "Using worker: gevent" in server.log()
+    assert runtime["gevent_patched"] is True
+    assert runtime["pid"] in server.worker_pids()
+    assert "Traceback" not in server.log()
