@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tests.support.bugsink import BugsinkServer, BugsinkUnavailable, Project
 from tests.support.recording_sink import RecordingSink
 from tests.support.servers import GunicornServer
 
@@ -18,6 +21,34 @@ QUICK_AGENT = (
 )
 
 StartBackend = Callable[..., GunicornServer]
+
+
+def started_bugsink(workdir: Path, *, eager_digest: bool) -> Iterator[BugsinkServer]:
+    """A running Bugsink, stopped afterwards; a skip where it cannot run, except CI."""
+    server = BugsinkServer(workdir, eager_digest=eager_digest)
+    with ExitStack() as stack:
+        stack.callback(server.stop)
+        try:
+            server.start()
+        except BugsinkUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"Bugsink must run in CI but could not start: {exc}")
+            pytest.skip(f"Bugsink could not be installed or started: {exc}")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bugsink(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[BugsinkServer]:
+    """One Bugsink for the session; each test gets a project of its own."""
+    eager = pytestconfig.getoption("bugsink_digest") == "eager"
+    yield from started_bugsink(tmp_path_factory.mktemp("bugsink"), eager_digest=eager)
+
+
+@pytest.fixture
+def bugsink_project(bugsink: BugsinkServer, request: pytest.FixtureRequest) -> Project:
+    return bugsink.create_project(f"{request.node.name[:60]}-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
