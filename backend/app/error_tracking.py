@@ -8,7 +8,13 @@ import re
 import sys
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
+from urllib.parse import (
+    parse_qsl,
+    unquote,
+    unquote_plus,
+    urlencode,
+    urlsplit,
+)
 
 import sentry_sdk
 from flask import has_request_context, request
@@ -194,16 +200,14 @@ def _request_secrets() -> set[str]:
 
 
 def _spellings(values: Iterable[Any]) -> set[str]:
-    """Each secret as it may appear in an event: raw, URL-encoded, repr-escaped."""
+    """Each secret as it may appear in an event: raw, or escaped by a repr.
+
+    Percent-encoded spellings need no entry: `_mask_text` decodes before looking.
+    """
     found = set()
     for value in values:
         if isinstance(value, str) and len(value) >= _MIN_HUNTED_SECRET:
-            found |= {
-                value,
-                quote(value, safe=""),
-                quote_plus(value),
-                repr(value)[1:-1],
-            }
+            found |= {value, repr(value)[1:-1]}
     return found
 
 
@@ -262,6 +266,23 @@ def _mask_keys(data: Any) -> Any:
     return data
 
 
+def _mask_text(text: str, pattern: re.Pattern[str]) -> str:
+    """Mask secrets in `text`, also where it holds them percent-encoded.
+
+    A query string or URL in a stack frame's locals (the WSGI environ, a Request's
+    repr) may encode a secret in any of several ways; decoding the text once finds
+    them all, and the decoded, masked text is what is kept.
+    """
+    if pattern.search(text):
+        return pattern.sub(FILTERED, text)
+    if "%" not in text and "+" not in text:
+        return text
+    for decoded in (unquote_plus(text), unquote(text)):
+        if pattern.search(decoded):
+            return pattern.sub(FILTERED, decoded)
+    return text
+
+
 def _secret_pattern(secrets: set[str]) -> re.Pattern[str]:
     # longest first, so a secret that contains another is masked whole
     ordered = sorted(secrets, key=len, reverse=True)
@@ -270,7 +291,7 @@ def _secret_pattern(secrets: set[str]) -> re.Pattern[str]:
 
 def _replace_everywhere(data: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(data, str):
-        return pattern.sub(FILTERED, data)
+        return _mask_text(data, pattern)
     if isinstance(data, dict):
         return {k: _replace_everywhere(v, pattern) for k, v in data.items()}
     if isinstance(data, list | tuple):

@@ -75,7 +75,7 @@ def keyed_client(app_config: dict[str, str]) -> Iterator[FlaskClient]:
 
 @pytest.mark.verifies("OBS02-T5")
 @settings(
-    max_examples=120,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
