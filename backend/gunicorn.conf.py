@@ -13,11 +13,17 @@ sys.path.insert(0, str(BACKEND))
 
 from dotenv import load_dotenv  # noqa: E402
 
-from app.settings import ConfigError, Settings, env_file  # noqa: E402 - stdlib only
+from app.settings import (  # noqa: E402 - stdlib only, safe before the fork
+    ConfigError,
+    Settings,
+    check_database,
+    env_file,
+)
 
 load_dotenv(env_file(), override=False)
 try:
     _settings = Settings.from_env()
+    check_database(_settings.db_path)
 except ConfigError as exc:
     print(f"agented: configuration error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
@@ -38,7 +44,8 @@ preload_app = False
 timeout = 60
 # SIGTERM: streams get this long to end, Sentry's queue its shutdown_timeout (5 s)
 graceful_timeout = 15
-keepalive = 5
+# short: an idle keep-alive connection holds a stopping worker this long
+keepalive = 2
 
 # access log off: every request is already one structured line from the app if needed
 accesslog = None

@@ -14,7 +14,13 @@ import sys
 
 from dotenv import load_dotenv
 
-from app.settings import ConfigError, Settings, env_file, is_loopback
+from app.settings import (
+    ConfigError,
+    Settings,
+    check_database,
+    env_file,
+    is_loopback,
+)
 
 # Gunicorn treats this exit code from a worker as "failed to boot" and stops,
 # instead of respawning workers forever.
@@ -27,7 +33,9 @@ def load_settings() -> Settings:
     """Read .env (never overriding the real environment), then validate it all."""
     load_dotenv(env_file(), override=False)
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        check_database(settings.db_path)
+        return settings
     except ConfigError as exc:
         print(f"agented: configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(CONFIG_ERROR_EXIT) from None

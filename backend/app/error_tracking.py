@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import (
@@ -19,7 +21,9 @@ from urllib.parse import (
 import sentry_sdk
 from flask import has_request_context, request
 from sentry_sdk.integrations.flask import FlaskIntegration
+from sentry_sdk.integrations.logging import ignore_logger
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+from sentry_sdk.transport import HttpTransport
 
 from app.settings import SentrySettings, dsn_host_and_project, dsn_key
 
@@ -75,8 +79,11 @@ def init_error_tracking(
         integrations=[FlaskIntegration(transaction_style="endpoint")],
         auto_enabling_integrations=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
-        transport=transport,
+        transport=transport or ReportingHttpTransport,
     )
+    # Flask logs every unhandled exception it has already signalled; the SDK would
+    # build that event a second time only for its dedupe step to drop it
+    ignore_logger("app")
 
     # which process made the client, and whether gevent had patched it by then
     sentry_sdk.get_global_scope().set_context("process", process_facts())
@@ -93,6 +100,53 @@ def init_error_tracking(
         },
     )
     return True
+
+
+class DeliveryLog:
+    """Says once per reason and window that events were lost, with how many.
+
+    The SDK keeps its own complaints to itself unless debug is on, so without this
+    an unreachable or refusing Sentry would go unnoticed; one line per event would
+    flood the log instead.
+    """
+
+    def __init__(self, window: float = 300.0, clock=time.monotonic) -> None:
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+        self._last_logged: dict[str, float] = {}
+
+    def lost(self, reason: str, quantity: int = 1) -> None:
+        with self._lock:
+            self._pending[reason] = self._pending.get(reason, 0) + quantity
+            last = self._last_logged.get(reason)
+            if last is not None and self.clock() - last < self.window:
+                return
+            self._last_logged[reason] = self.clock()
+            count = self._pending.pop(reason)
+        log.warning(
+            "error tracking events lost",
+            extra={"reason": reason, "count": count, "window_s": self.window},
+        )
+
+
+class ReportingHttpTransport(HttpTransport):
+    """The SDK's HTTP transport, telling the log when events do not get through."""
+
+    delivery_log = DeliveryLog()
+
+    def record_lost_event(
+        self,
+        reason: str,
+        data_category: Any = None,
+        item: Any = None,
+        *,
+        quantity: int = 1,
+    ) -> None:
+        super().record_lost_event(reason, data_category, item, quantity=quantity)
+        if data_category in (None, "error", "transaction") or item is not None:
+            self.delivery_log.lost(reason, quantity)
 
 
 def last_event_id() -> str | None:

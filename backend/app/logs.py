@@ -48,6 +48,10 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     handler._agented = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # urllib3 (the Sentry transport's HTTP client) warns on every retry; while
+    # Sentry is unreachable that is a line per event. Delivery problems are logged
+    # once per condition by error tracking instead.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _formatter(log_format: str) -> logging.Formatter:

@@ -112,13 +112,16 @@ def _version_from_pyproject() -> str:
 
 
 def mask_dsn(dsn: str) -> str:
-    """The DSN with its key (and secret, if any) replaced, safe to print."""
-    parts = urlsplit(dsn)
-    if not parts.username:
+    """The DSN with everything that could be its key replaced, safe to print.
+
+    Whatever stands before the last "@" may hold the key, however malformed the
+    rest is; only the scheme (if any) and what follows the "@" are kept.
+    """
+    if "@" not in dsn:
         return dsn
-    host = parts.hostname or ""
-    port = f":{parts.port}" if _safe_port(parts) else ""
-    return f"{parts.scheme}://***@{host}{port}{parts.path}"
+    head, tail = dsn.rsplit("@", 1)
+    scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
+    return f"{scheme}***@{tail}"
 
 
 def dsn_host_and_project(dsn: str) -> tuple[str, str]:
@@ -146,7 +149,7 @@ def _dsn(env: Mapping[str, str]) -> str | None:
         return None
     problem = _dsn_problem(raw)
     if problem:
-        shown = mask_dsn(raw) if "://" in raw else raw[:80]
+        shown = mask_dsn(raw)[:120]
         raise ConfigError(f"SENTRY_DSN={shown!r} is not a valid DSN: {problem}")
     return raw
 
@@ -165,7 +168,8 @@ def _dsn_problem(raw: str) -> str | None:
         return "its port is not a number between 0 and 65535"
     if not parts.username:
         return "it carries no public key (https://KEY@host/PROJECT_ID)"
-    if not parts.path.rstrip("/").rsplit("/", 1)[-1].isdigit():
+    project = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if not (project.isascii() and project.isdigit()):
         return "it does not end in a numeric project id"
     return None
 
@@ -244,17 +248,44 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
 
 def _db_path(env: Mapping[str, str]) -> Path:
     raw = _text(env, "AGENTED_DB_PATH")
-    path = DEFAULT_DB_PATH if raw is None else Path(raw).expanduser()
     if raw is not None and "\x00" in raw:
         raise ConfigError("AGENTED_DB_PATH contains a NUL byte")
+    path = DEFAULT_DB_PATH if raw is None else Path(raw).expanduser()
+    try:
+        problem = _db_path_problem(path)
+    except OSError as exc:  # a name too long, a loop of links...
+        problem = exc.strerror or str(exc)
+    if problem:
+        raise ConfigError(f"AGENTED_DB_PATH={str(path)[:200]!r}: {problem}")
+    return path
+
+
+def _db_path_problem(path: Path) -> str | None:
     if path.is_dir():
-        raise ConfigError(f"AGENTED_DB_PATH={str(path)!r} is a directory, not a file")
+        return "is a directory, not a file"
+    if path.exists() and not path.is_file():
+        return "is not a regular file"
     existing = next((p for p in path.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise ConfigError(f"AGENTED_DB_PATH={str(path)!r}: {existing} is not a folder")
+        return f"{existing} is not a folder"
     if existing is not None and not os.access(existing, os.W_OK):
-        raise ConfigError(f"AGENTED_DB_PATH={str(path)!r}: {existing} is not writable")
-    return path
+        return f"{existing} is not writable"
+    return None
+
+
+def check_database(path: Path) -> None:
+    """Open the database once, so a file that is not SQLite stops start-up cleanly."""
+    import sqlite3
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=5.0)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError(f"AGENTED_DB_PATH={str(path)[:200]!r}: {exc}") from None
 
 
 def _bind(env: Mapping[str, str], api_key: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, request
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from app.errors import BadRequestField
 
@@ -14,7 +14,19 @@ MAX_PROMPT_CHARS = 100_000
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object; a 400 for anything else."""
-    body = request.get_json(silent=True)
+    try:
+        # what the server's reader raises on broken chunk framing or a client gone
+        # mid-body is its own type (Gunicorn's ParseException, OSError...): all of
+        # it is the client's fault, not the service's
+        request.get_data(cache=True)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise BadRequest("the request body could not be read") from exc
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as exc:  # nesting deeper than the parser's stack
+        raise BadRequest("the body could not be read as JSON") from exc
     if not isinstance(body, dict):
         raise BadRequest(
             "the body must be a JSON object (Content-Type: application/json)"

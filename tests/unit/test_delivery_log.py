@@ -1,0 +1,70 @@
+"""Lost events are logged once per reason and window, with how many were lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+import sentry_sdk
+from freezegun import freeze_time
+
+from app.error_tracking import DeliveryLog, ReportingHttpTransport, init_error_tracking
+from app.settings import SentrySettings
+from tests.support.sentry_capture import TEST_DSN
+
+pytestmark = pytest.mark.sanity
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int]]:
+    return [
+        (r.reason, r.count)
+        for r in caplog.records
+        if r.getMessage() == "error tracking events lost"
+    ]
+
+
+@pytest.mark.verifies("F-2")
+def test_first_loss_is_logged_then_counted_quietly_until_the_window_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with freeze_time("2026-12-04 12:00:00") as frozen, caplog.at_level(logging.INFO):
+        delivery = DeliveryLog(window=60.0, clock=time.monotonic)
+        delivery.lost("network_error")
+        for _ in range(99):
+            delivery.lost("network_error")
+        frozen.tick(59)
+        delivery.lost("network_error")
+        frozen.tick(2)
+        delivery.lost("network_error")
+
+    assert _lines(caplog) == [("network_error", 1), ("network_error", 101)]
+
+
+@pytest.mark.verifies("F-2")
+def test_each_reason_has_its_own_window(caplog: pytest.LogCaptureFixture) -> None:
+    with freeze_time("2026-12-04 12:00:00"), caplog.at_level(logging.INFO):
+        delivery = DeliveryLog(window=60.0, clock=time.monotonic)
+        delivery.lost("network_error", 3)
+        delivery.lost("queue_overflow", 5)
+        delivery.lost("network_error", 2)
+
+    assert _lines(caplog) == [("network_error", 3), ("queue_overflow", 5)]
+
+
+@pytest.mark.verifies("F-2")
+def test_production_transport_reports_lost_events_to_the_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        ReportingHttpTransport.delivery_log,
+        "lost",
+        lambda reason, quantity=1: seen.append((reason, quantity)),
+    )
+    init_error_tracking(SentrySettings(TEST_DSN, 0.0, "test", "agented@test"))
+    transport = sentry_sdk.get_client().transport
+
+    assert isinstance(transport, ReportingHttpTransport)
+    transport.record_lost_event("ratelimit_backoff", data_category="error")
+    assert seen == [("ratelimit_backoff", 1)]
