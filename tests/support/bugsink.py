@@ -450,6 +450,19 @@ class BugsinkServer:
             raise
 
 
+def find_uv() -> str | None:
+    """uv: the one running us (`uv run` and the Makefile set $UV), else PATH, else
+    the copy `make setup` puts in .tools/ when the machine has none."""
+    for candidate in (
+        os.environ.get("UV"),
+        shutil.which("uv"),
+        str(Path(__file__).resolve().parents[2] / ".tools" / "bin" / "uv"),
+    ):
+        if candidate and os.access(candidate, os.X_OK) and Path(candidate).is_file():
+            return candidate
+    return None
+
+
 def _locate_tool_scripts(deadline: float) -> Path:
     """The scripts folder of uv's environment for Bugsink, installing it if needed.
 
@@ -457,9 +470,11 @@ def _locate_tool_scripts(deadline: float) -> Path:
     package index again (~1.5 s here), and uv would stand between a stop signal and
     the server it should reach.
     """
-    uv = shutil.which("uv")
+    uv = find_uv()
     if uv is None:
-        raise BugsinkUnavailable("uv is not on PATH; it installs Bugsink")
+        raise BugsinkUnavailable(
+            "uv was not found ($UV, PATH or .tools/bin); it installs Bugsink"
+        )
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     command = [uv, "tool", "run", "--from", _TOOL_SPEC, "python", "-c"]
     command.append("import sysconfig; print(sysconfig.get_path('scripts'))")
