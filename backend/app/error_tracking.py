@@ -125,16 +125,60 @@ class DeliveryLog:
                 return
             self._last_logged[reason] = self.clock()
             count = self._pending.pop(reason)
+        self._say(reason, count)
+
+    def flush(self) -> None:
+        """Say what was counted quietly since the last line, window or not."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for reason, count in pending.items():
+            self._say(reason, count)
+
+    def _say(self, reason: str, count: int) -> None:
         log.warning(
             "error tracking events lost",
             extra={"reason": reason, "count": count, "window_s": self.window},
         )
 
 
+# envelope items that are events; client reports and the like are not counted
+_EVENT_ITEMS = frozenset({"event", "transaction"})
+
+
+def _event_items(envelope: Any) -> int:
+    return sum(1 for item in envelope.items if item.type in _EVENT_ITEMS)
+
+
 class ReportingHttpTransport(HttpTransport):
-    """The SDK's HTTP transport, telling the log when events do not get through."""
+    """The SDK's HTTP transport, telling the log when events do not get through.
+
+    Losses the SDK counts (network errors, rate limits, a full queue) go to the
+    DeliveryLog. Events still in the queue when the client closes (at exit, after
+    the SDK's flush has had its shutdown_timeout) are dropped without a word from
+    the SDK; this transport counts them and says how many.
+    """
 
     delivery_log = DeliveryLog()
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self._count_lock = threading.Lock()
+        self._queued = 0  # events handed to the worker
+        self._settled = 0  # ... that it has sent or given up on
+
+    def capture_envelope(self, envelope: Any) -> None:
+        events = _event_items(envelope)
+        with self._count_lock:
+            self._queued += events
+        super().capture_envelope(envelope)
+
+    def _send_envelope(self, envelope: Any) -> None:
+        try:
+            super()._send_envelope(envelope)
+        finally:
+            events = _event_items(envelope)
+            with self._count_lock:
+                self._settled += events
 
     def record_lost_event(
         self,
@@ -145,8 +189,28 @@ class ReportingHttpTransport(HttpTransport):
         quantity: int = 1,
     ) -> None:
         super().record_lost_event(reason, data_category, item, quantity=quantity)
+        refused = reason == "queue_overflow" and item is not None
+        if refused and item.type in _EVENT_ITEMS:
+            with self._count_lock:
+                self._settled += 1  # refused at the door: never in the queue
         if data_category in (None, "error", "transaction") or item is not None:
             self.delivery_log.lost(reason, quantity)
+
+    @property
+    def unsent(self) -> int:
+        """Events queued and neither sent nor given up on yet."""
+        with self._count_lock:
+            return self._queued - self._settled
+
+    def kill(self) -> None:
+        unsent = self.unsent
+        super().kill()
+        self.delivery_log.flush()
+        if unsent > 0:
+            log.warning(
+                "error tracking shutdown: events dropped unsent",
+                extra={"count": unsent, "shutdown_timeout_s": SHUTDOWN_TIMEOUT},
+            )
 
 
 def last_event_id() -> str | None:

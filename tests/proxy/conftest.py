@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -23,13 +26,68 @@ QUICK_AGENT = (
 StartBackend = Callable[..., GunicornServer]
 
 
-def started_bugsink(workdir: Path, *, eager_digest: bool) -> Iterator[BugsinkServer]:
-    """A running Bugsink, stopped afterwards; a skip where it cannot run, except CI."""
-    server = BugsinkServer(workdir, eager_digest=eager_digest)
-    with ExitStack() as stack:
-        stack.callback(server.stop)
+class BugsinkBoot:
+    """A Bugsink starting in a thread of its own.
+
+    Its boot (install check, two migrations, a login, a token) takes 10 to 30 s,
+    nearly all of it in subprocesses; started when collection ends, it overlaps
+    the tests that run before the first one needing it.
+    """
+
+    def __init__(self, *, eager_digest: bool) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="agented-bugsink-"))
+        self.server = BugsinkServer(self.workdir, eager_digest=eager_digest)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._start, name="bugsink-boot", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self) -> None:
         try:
-            server.start()
+            self.server.start()
+        except BaseException as exc:  # handed to the test that waits for it
+            self._error = exc
+
+    def wait(self) -> BugsinkServer:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.server
+
+    def close(self) -> None:
+        self._thread.join(timeout=200)
+        self.server.stop()
+        if self._error is None:  # a failed boot keeps its folder: the log is there
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_BOOTS: dict[str, BugsinkBoot] = {}
+# fixture name -> does that server digest in the ingest request (True) or in
+# Bugsink's background worker (False); None: as --bugsink-digest says
+_BUGSINK_FIXTURES: dict[str, bool | None] = {"bugsink": None, "worker_bugsink": False}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start, in the background, each Bugsink that a selected test will need."""
+    if session.config.option.collectonly:
+        return
+    wanted = {name for item in session.items for name in item.fixturenames}
+    for name, eager in _BUGSINK_FIXTURES.items():
+        if name in wanted and name not in _BOOTS:
+            if eager is None:
+                eager = session.config.getoption("bugsink_digest") == "eager"
+            boot = _BOOTS[name] = BugsinkBoot(eager_digest=eager)
+            session.config.add_cleanup(boot.close)
+    session.config.add_cleanup(_BOOTS.clear)
+
+
+def started_bugsink(boot: BugsinkBoot) -> Iterator[BugsinkServer]:
+    """A running Bugsink, stopped afterwards; a skip where it cannot run, except CI."""
+    with ExitStack() as stack:
+        stack.callback(boot.close)
+        try:
+            server = boot.wait()
         except BugsinkUnavailable as exc:
             if os.environ.get("CI"):
                 pytest.fail(f"Bugsink must run in CI but could not start: {exc}")
@@ -37,13 +95,27 @@ def started_bugsink(workdir: Path, *, eager_digest: bool) -> Iterator[BugsinkSer
         yield server
 
 
+def _boot_for(name: str, config: pytest.Config) -> BugsinkBoot:
+    """The boot started at collection, or one started now (a test asked late)."""
+    boot = _BOOTS.get(name)
+    if boot is None:
+        eager = _BUGSINK_FIXTURES[name]
+        if eager is None:
+            eager = config.getoption("bugsink_digest") == "eager"
+        boot = BugsinkBoot(eager_digest=eager)
+    return boot
+
+
 @pytest.fixture(scope="session")
-def bugsink(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[BugsinkServer]:
+def bugsink(pytestconfig: pytest.Config) -> Iterator[BugsinkServer]:
     """One Bugsink for the session; each test gets a project of its own."""
-    eager = pytestconfig.getoption("bugsink_digest") == "eager"
-    yield from started_bugsink(tmp_path_factory.mktemp("bugsink"), eager_digest=eager)
+    yield from started_bugsink(_boot_for("bugsink", pytestconfig))
+
+
+@pytest.fixture(scope="module")
+def worker_bugsink(pytestconfig: pytest.Config) -> Iterator[BugsinkServer]:
+    """Digests in Bugsink's background worker process, as a production install does."""
+    yield from started_bugsink(_boot_for("worker_bugsink", pytestconfig))
 
 
 @pytest.fixture
@@ -74,7 +146,7 @@ def start_backend(
         return server
 
     with ExitStack() as stack:
-        stack.callback(lambda: [s.stop() for s in servers])
+        stack.callback(lambda: [s.stop(graceful=False) for s in servers])
         yield start
 
 

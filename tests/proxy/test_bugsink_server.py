@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sentry_sdk
 
-from tests.proxy.conftest import started_bugsink
 from tests.support.bugsink import BugsinkServer
 
 pytestmark = pytest.mark.proxy
-
-
-@pytest.fixture(scope="module")
-def worker_bugsink(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BugsinkServer]:
-    """Digests in the background worker process, as a production install does."""
-    workdir = tmp_path_factory.mktemp("bugsink-worker")
-    yield from started_bugsink(workdir, eager_digest=False)
 
 
 def _send_errors(dsn: str, message: str, count: int = 1) -> list[str]:

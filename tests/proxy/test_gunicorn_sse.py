@@ -44,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[GunicornServer]:
         gunicorn.start(timeout=DEADLINE)
         yield gunicorn
     finally:
-        gunicorn.stop(timeout=DEADLINE)
+        gunicorn.stop(timeout=DEADLINE, graceful=False)
         print(f"--- gunicorn log ({gunicorn.log_path}) ---\n{gunicorn.log()}")
 
 

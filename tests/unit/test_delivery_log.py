@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -68,3 +69,45 @@ def test_production_transport_reports_lost_events_to_the_log(
     assert isinstance(transport, ReportingHttpTransport)
     transport.record_lost_event("ratelimit_backoff", data_category="error")
     assert seen == [("ratelimit_backoff", 1)]
+
+
+def _hold_sends(transport: ReportingHttpTransport, gate: threading.Event) -> None:
+    """Every send waits for `gate`: a Sentry server that accepts and never answers."""
+
+    def send_request(*args: object, **kwargs: object) -> None:
+        gate.wait(timeout=10)
+
+    transport._send_request = send_request  # type: ignore[method-assign]
+
+
+def _raise_and_capture(count: int) -> None:
+    for index in range(count):
+        try:
+            raise RuntimeError(f"boom {index}")
+        except RuntimeError as error:
+            sentry_sdk.capture_exception(error)
+
+
+@pytest.mark.verifies("F-5")
+@pytest.mark.parametrize("sink_answers", [False, True], ids=["hanging", "healthy"])
+def test_close_says_how_many_events_it_dropped_unsent(
+    caplog: pytest.LogCaptureFixture, sink_answers: bool
+) -> None:
+    init_error_tracking(SentrySettings(TEST_DSN, 0.0, "test", "agented@test"))
+    client = sentry_sdk.get_client()
+    gate = threading.Event()
+    if sink_answers:
+        gate.set()
+    _hold_sends(client.transport, gate)
+
+    with caplog.at_level(logging.INFO):
+        _raise_and_capture(3)
+        client.close(timeout=0.2 if not sink_answers else 5.0)
+    gate.set()
+
+    dropped = [
+        r.count
+        for r in caplog.records
+        if r.getMessage() == "error tracking shutdown: events dropped unsent"
+    ]
+    assert dropped == ([] if sink_answers else [3])
