@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import (
     parse_qsl,
     unquote,
@@ -107,8 +107,21 @@ class DeliveryLog:
 
     The SDK keeps its own complaints to itself unless debug is on, so without this
     an unreachable or refusing Sentry would go unnoticed; one line per event would
-    flood the log instead.
+    flood the log instead. Events left out on purpose (sampling, filters) are not
+    losses and are not mentioned.
     """
+
+    # the SDK's reasons for events it chose not to send
+    INTENDED: ClassVar[frozenset[str]] = frozenset(
+        {"sample_rate", "before_send", "event_processor"}
+    )
+    MEANING: ClassVar[dict[str, str]] = {
+        "network_error": "the Sentry server could not be reached or answered an error",
+        "send_error": "the Sentry server refused the envelope",
+        "ratelimit_backoff": "the Sentry server asked to back off (HTTP 429)",
+        "queue_overflow": "more events at once than the SDK's queue holds",
+        "backpressure": "the SDK sampled down because sending is unhealthy",
+    }
 
     def __init__(self, window: float = 300.0, clock=time.monotonic) -> None:
         self.window = window
@@ -118,6 +131,8 @@ class DeliveryLog:
         self._last_logged: dict[str, float] = {}
 
     def lost(self, reason: str, quantity: int = 1) -> None:
+        if reason in self.INTENDED:
+            return
         with self._lock:
             self._pending[reason] = self._pending.get(reason, 0) + quantity
             last = self._last_logged.get(reason)
@@ -137,7 +152,12 @@ class DeliveryLog:
     def _say(self, reason: str, count: int) -> None:
         log.warning(
             "error tracking events lost",
-            extra={"reason": reason, "count": count, "window_s": self.window},
+            extra={
+                "reason": reason,
+                "count": count,
+                "meaning": self.MEANING.get(reason, "see sentry-sdk client reports"),
+                "window_s": self.window,
+            },
         )
 
 

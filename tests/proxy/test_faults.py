@@ -39,6 +39,19 @@ _FAILURE_LINE = re.compile(
     r"\[sentry\]|sentry_sdk|urllib3|Unexpected status|Rate-limited|pending events"
 )
 
+_LOSS_LINE = re.compile(r"events lost reason=(?P<reason>\S+) count=(?P<count>\d+)")
+# what the app's log should blame for each fault: the SDK's loss reason
+EXPECTED_LOSS = {
+    Mode.HEALTHY: set(),
+    Mode.REFUSED: {"network_error"},
+    Mode.HTTP_500: {"network_error"},
+    Mode.RETRY_AFTER_429: {"ratelimit_backoff"},
+    Mode.RATE_LIMITS_429: {"ratelimit_backoff"},
+    Mode.SLOW: set(),  # late, not lost: the SDK waits for the answer
+    Mode.MALFORMED: {"network_error"},
+    Mode.RESET: {"network_error"},
+}
+
 
 @dataclass
 class Outcome:
@@ -71,6 +84,11 @@ class Scenario:
     @property
     def failure_lines(self) -> list[str]:
         return [line for line in self.log.splitlines() if _FAILURE_LINE.search(line)]
+
+    @property
+    def loss_lines(self) -> list[tuple[str, int]]:
+        """(reason, count) of each "events lost" line the app logged."""
+        return [(m["reason"], int(m["count"])) for m in _LOSS_LINE.finditer(self.log)]
 
     @property
     def unexplained_tracebacks(self) -> int:
@@ -222,17 +240,22 @@ def test_worker_survives_with_bounded_memory_and_a_quiet_log(
     scenario: Scenario, record_figure: Callable[[str, str], None]
 ) -> None:
     growth = scenario.rss_after_kib - scenario.rss_before_kib
+    losses = scenario.loss_lines
+    reasons = [reason for reason, _ in losses]
 
     record_figure(
         "F-2",
-        f"{scenario.mode}: RSS +{growth} KiB over {REQUESTS_PER_MODE} requests, "
-        f"{len(scenario.failure_lines)} failure log lines, "
-        "sink answered "
+        f"{scenario.mode}: RSS +{growth} KiB over {REQUESTS_PER_MODE} requests; "
+        f"log said {len(losses)}x events lost "
+        f"({', '.join(f'{r} {n}' for r, n in losses) or 'none'}); sink answered "
         + ", ".join(f"{n} as {mode}" for mode, n in scenario.attempts.items()),
     )
     assert scenario.pid_after == scenario.pid_before
     assert scenario.booted_workers == 1
     assert growth < RSS_GROWTH_LIMIT_KIB
+    # once when the condition starts, once more at exit with what was counted since
+    assert set(reasons) == EXPECTED_LOSS[scenario.mode], losses
+    assert all(reasons.count(r) <= 2 for r in reasons), losses
     assert len(scenario.failure_lines) <= MAX_FAILURE_LINES, scenario.failure_lines
     assert scenario.unexplained_tracebacks == 0
 

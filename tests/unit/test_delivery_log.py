@@ -111,3 +111,16 @@ def test_close_says_how_many_events_it_dropped_unsent(
         if r.getMessage() == "error tracking shutdown: events dropped unsent"
     ]
     assert dropped == ([] if sink_answers else [3])
+
+
+@pytest.mark.verifies("F-2")
+@pytest.mark.parametrize("reason", ["sample_rate", "before_send", "event_processor"])
+def test_events_left_out_on_purpose_are_not_called_lost(
+    caplog: pytest.LogCaptureFixture, reason: str
+) -> None:
+    with caplog.at_level(logging.INFO):
+        delivery = DeliveryLog(window=60.0)
+        delivery.lost(reason, 5)
+        delivery.flush()
+
+    assert _lines(caplog) == []
