@@ -45,7 +45,7 @@ format: setup  ## apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff format .
 
 dashboard: setup  ## a local Bugsink on loopback: URL, login and a DSN for .env
-	$(UV) run --no-sync python scripts/dashboard.py
+	$(UV) run --no-sync python scripts/dashboard.py $(ARGS)
 
 bench: setup  ## measure what error tracking costs (bench/results.json)
 	$(UV) run --no-sync python bench/run.py
