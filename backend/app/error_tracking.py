@@ -37,8 +37,13 @@ _STREAM_PATH = re.compile(r"/admin/(?:executions|sessions)/[^/]+/stream")
 FILTERED = "[Filtered]"
 # a name containing any of these words holds a credential
 _SENSITIVE_NAME = re.compile(
-    r"auth|token|secret|passw|pwd|api.?key|apikey|private.?key|credential"
-    r"|signature|session|cookie|csrf|xsrf|jwt|bearer|otp|^key$|[_-]key$|^sig$",
+    r"auth|token|secret|passw|passphrase|pwd|api.?key|apikey|private.?key|credential"
+    r"|(?:access|client|master|signing|encryption).?key"
+    r"|signature|session|cookie|csrf|xsrf|jwt|bearer|otp|^key$|[_-]key$|^sig$"
+    # short names: whole, or the last part of a dashed or underscored name
+    r"|(?:^|[_-])(?:pass|pw)$"
+    # an OAuth authorization code in a callback's query string
+    r"|^code$",
     re.IGNORECASE,
 )
 # a value shorter than this is masked where it stands but not hunted elsewhere
@@ -103,7 +108,7 @@ def init_error_tracking(
 
 
 class DeliveryLog:
-    """Says once per reason and window that events were lost, with how many.
+    """Says once per reason, kind of event and window that events were lost.
 
     The SDK keeps its own complaints to itself unless debug is on, so without this
     an unreachable or refusing Sentry would go unnoticed; one line per event would
@@ -118,47 +123,61 @@ class DeliveryLog:
     MEANING: ClassVar[dict[str, str]] = {
         "network_error": "the Sentry server could not be reached or answered an error",
         "send_error": "the Sentry server refused the envelope",
-        "ratelimit_backoff": "the Sentry server asked to back off (HTTP 429)",
+        "ratelimit_backoff": (
+            "the Sentry server asked to hold this kind of event back "
+            "(HTTP 429 or an X-Sentry-Rate-Limits header)"
+        ),
         "queue_overflow": "more events at once than the SDK's queue holds",
         "backpressure": "the SDK sampled down because sending is unhealthy",
+    }
+    # servers that store errors only (Bugsink, GlitchTip without performance)
+    # turn transactions away for good; say what to do about it
+    HINT: ClassVar[dict[tuple[str, str], str]] = {
+        ("ratelimit_backoff", "transaction"): (
+            "a server that stores no transactions always says so; "
+            "set SENTRY_TRACES_SAMPLE_RATE=0 for it"
+        ),
     }
 
     def __init__(self, window: float = 300.0, clock=time.monotonic) -> None:
         self.window = window
         self.clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[str, int] = {}
-        self._last_logged: dict[str, float] = {}
+        self._pending: dict[tuple[str, str], int] = {}
+        self._last_logged: dict[tuple[str, str], float] = {}
 
-    def lost(self, reason: str, quantity: int = 1) -> None:
+    def lost(self, reason: str, quantity: int = 1, category: str = "error") -> None:
         if reason in self.INTENDED:
             return
+        key = (reason, category)
         with self._lock:
-            self._pending[reason] = self._pending.get(reason, 0) + quantity
-            last = self._last_logged.get(reason)
+            self._pending[key] = self._pending.get(key, 0) + quantity
+            last = self._last_logged.get(key)
             if last is not None and self.clock() - last < self.window:
                 return
-            self._last_logged[reason] = self.clock()
-            count = self._pending.pop(reason)
-        self._say(reason, count)
+            self._last_logged[key] = self.clock()
+            count = self._pending.pop(key)
+        self._say(key, count)
 
     def flush(self) -> None:
         """Say what was counted quietly since the last line, window or not."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        for reason, count in pending.items():
-            self._say(reason, count)
+        for key, count in pending.items():
+            self._say(key, count)
 
-    def _say(self, reason: str, count: int) -> None:
-        log.warning(
-            "error tracking events lost",
-            extra={
-                "reason": reason,
-                "count": count,
-                "meaning": self.MEANING.get(reason, "see sentry-sdk client reports"),
-                "window_s": self.window,
-            },
-        )
+    def _say(self, key: tuple[str, str], count: int) -> None:
+        reason, category = key
+        fields = {
+            "reason": reason,
+            "count": count,
+            "category": category,
+            "meaning": self.MEANING.get(reason, "see sentry-sdk client reports"),
+            "window_s": self.window,
+        }
+        if key in self.HINT:
+            fields["hint"] = self.HINT[key]
+        log.warning("error tracking events lost", extra=fields)
 
 
 # envelope items that are events; client reports and the like are not counted
@@ -213,8 +232,9 @@ class ReportingHttpTransport(HttpTransport):
         if refused and item.type in _EVENT_ITEMS:
             with self._count_lock:
                 self._settled += 1  # refused at the door: never in the queue
-        if data_category in (None, "error", "transaction") or item is not None:
-            self.delivery_log.lost(reason, quantity)
+        category = item.data_category if item is not None else data_category
+        if category in ("error", "transaction"):
+            self.delivery_log.lost(reason, quantity, category)
 
     @property
     def unsent(self) -> int:

@@ -22,6 +22,7 @@ DEFAULT_DB_PATH = REPO_ROOT / "var" / "agented.db"
 DEFAULT_BIND = "127.0.0.1:20000"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SENTRY_SCHEMES = ("http", "https")
 _LABEL = re.compile(r"^[\w.@+:/-]{1,200}$")
 
@@ -58,6 +59,7 @@ class Settings:
     max_body_bytes: int
     log_format: str
     log_level: str
+    gunicorn_log_level: str
     bind: str
     sentry: SentrySettings
 
@@ -75,6 +77,9 @@ class Settings:
             max_body_bytes=_positive_int(env, "AGENTED_MAX_BODY_BYTES", 1 << 20),
             log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS, "text").lower(),
             log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO").upper(),
+            gunicorn_log_level=_choice(
+                env, "GUNICORN_LOG_LEVEL", GUNICORN_LOG_LEVELS, "info"
+            ).lower(),
             bind=_bind(env, _text(env, "AGENTED_API_KEY")),
             sentry=sentry_settings(env),
         )
@@ -117,9 +122,11 @@ def mask_dsn(dsn: str) -> str:
     Whatever stands before the last "@" may hold the key, however malformed the
     rest is; only the scheme (if any) and what follows the "@" are kept.
     """
-    if "@" not in dsn:
-        return dsn
-    head, tail = dsn.rsplit("@", 1)
+    head, at, tail = dsn.rpartition("@")
+    # a query string may carry a key too (?sentry_key=...)
+    tail = tail.split("?", 1)[0] + ("?***" if "?" in tail else "")
+    if not at:
+        return tail
     scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
     return f"{scheme}***@{tail}"
 
@@ -157,7 +164,10 @@ def _dsn(env: Mapping[str, str]) -> str | None:
 def _dsn_problem(raw: str) -> str | None:
     if _quoted_empty(raw):
         return "it is wrapped in quotes; write the DSN bare, or leave it empty"
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # its text would quote the netloc, key and all
+        return "it is not a well-formed URL"
     if parts.scheme not in SENTRY_SCHEMES:
         return "the scheme must be http or https"
     if not parts.hostname:
@@ -169,9 +179,14 @@ def _dsn_problem(raw: str) -> str | None:
     if not parts.username:
         return "it carries no public key (https://KEY@host/PROJECT_ID)"
     project = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    if not (project.isascii() and project.isdigit()):
+    if not _digits(project):
         return "it does not end in a numeric project id"
     return None
+
+
+def _digits(text: str) -> bool:
+    """Only 0-9: str.isdigit() also takes "²" and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def _safe_port(parts) -> int | None:
@@ -232,7 +247,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = _text(env, name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) == 0:
+    if not _digits(raw) or int(raw) == 0:
         raise ConfigError(f"{name}={raw!r} must be a positive whole number")
     return int(raw)
 
@@ -251,6 +266,10 @@ def _db_path(env: Mapping[str, str]) -> Path:
     if raw is not None and "\x00" in raw:
         raise ConfigError("AGENTED_DB_PATH contains a NUL byte")
     path = DEFAULT_DB_PATH if raw is None else Path(raw).expanduser()
+    if not path.is_absolute():
+        # from the repository root, the same for run.py, Gunicorn's master and its
+        # worker (which runs in backend/), wherever the command was started
+        path = REPO_ROOT / path
     try:
         problem = _db_path_problem(path)
     except OSError as exc:  # a name too long, a loop of links...
@@ -274,18 +293,35 @@ def _db_path_problem(path: Path) -> str | None:
 
 
 def check_database(path: Path) -> None:
-    """Open the database once, so a file that is not SQLite stops start-up cleanly."""
+    """Create or check the schema once, so that a file that is not SQLite, or is
+    another program's database, stops start-up with one line."""
     import sqlite3
+
+    from app.db import Database  # standard library only, like this module
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=5.0)
         try:
-            conn.execute("PRAGMA schema_version").fetchone()
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
         finally:
             conn.close()
+        if tables and "executions" not in tables:
+            raise ConfigError(
+                f"AGENTED_DB_PATH={str(path)[:200]!r} holds another program's "
+                f"tables ({', '.join(sorted(tables)[:5])}); point it at a new file"
+            )
+        Database(path).init_schema()
     except (sqlite3.Error, OSError) as exc:
-        raise ConfigError(f"AGENTED_DB_PATH={str(path)[:200]!r}: {exc}") from None
+        raise ConfigError(
+            f"AGENTED_DB_PATH={str(path)[:200]!r} is not a usable Agented "
+            f"database: {exc}"
+        ) from None
 
 
 def _bind(env: Mapping[str, str], api_key: str | None) -> str:
@@ -306,7 +342,7 @@ def _bind(env: Mapping[str, str], api_key: str | None) -> str:
 def bind_host(bind: str) -> str | None:
     """The host of HOST:PORT (IPv6 without brackets), or None if malformed."""
     host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not _digits(port) or int(port) > 65535:
         return None
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 

@@ -122,7 +122,7 @@ class BugsinkServer:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self, timeout: float = 180.0) -> None:
+    def start(self, timeout: float = 300.0) -> None:
         """Install (cached by uv), configure, migrate, serve; return once healthy."""
         deadline = time.monotonic() + timeout
         started_at = time.monotonic()
@@ -132,6 +132,9 @@ class BugsinkServer:
         atexit.register(self.stop)  # a safety net should a caller's teardown not run
         try:
             self._start_steps(deadline)
+        except BugsinkUnavailable as error:
+            self.stop()
+            raise BugsinkUnavailable(f"{error} (its log: {self.log_path})") from error
         except BaseException:
             self.stop()
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from flask import Flask
@@ -53,6 +54,8 @@ BODIES = {
     "blank-fields": b'{"agent": "  ", "prompt": ""}',
     "unknown-agent": b'{"agent": "no-such-agent", "prompt": "hi"}',
     "deep-nesting": b'{"agent": "demo", "prompt": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+    "nul-in-prompt": b'{"agent": "demo", "prompt": "a\\u0000b"}',
+    "lone-surrogate": b'{"agent": "demo", "prompt": "a\\ud800b"}',
 }
 
 
@@ -91,15 +94,12 @@ def test_body_over_the_limit_is_a_json_413(
 
 
 @pytest.mark.verifies("F-7")
-def test_chunked_body_over_the_limit_is_a_json_4xx(
+def test_chunked_body_over_the_limit_is_a_json_413(
     client: FlaskClient, sentry_capture: Capture
 ) -> None:
-    """A body of unknown length is cut at the limit, not refused.
-
-    Werkzeug reads a terminated (chunked) stream up to MAX_CONTENT_LENGTH and stops
-    without trying the next byte, so the view sees truncated JSON: 400, not 413.
-    Either is a client error; what matters is that nothing fails or is reported.
-    """
+    """A body of unknown length is cut at the limit by Werkzeug, not refused; the
+    view tells it from a short body by its length and answers 413, not a
+    misleading "not JSON" 400."""
     body = b'{"agent": "demo", "prompt": "' + b"x" * MAX_BODY_BYTES + b'"}'
 
     response = client.post(
@@ -112,8 +112,45 @@ def test_chunked_body_over_the_limit_is_a_json_4xx(
         },
     )
 
-    assert_json_client_error(response, response.status_code)
-    assert response.status_code in (400, 413)
+    assert_json_client_error(response, 413)
+    assert sentry_capture.errors == []
+
+
+@pytest.mark.verifies("F-7")
+def test_chunked_body_under_the_limit_is_accepted(client: FlaskClient) -> None:
+    body = b'{"agent": "demo", "prompt": "hello"}'
+
+    response = client.post(
+        "/admin/executions",
+        content_type="application/json",
+        headers={"X-Request-ID": REQUEST_ID, "Transfer-Encoding": "chunked"},
+        environ_overrides={
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.input_terminated": True,
+        },
+    )
+
+    assert response.status_code == 201, response.get_json()
+
+
+@pytest.mark.verifies("F-7")
+@pytest.mark.parametrize(
+    "message", ["a\u0000b", "a\ud800b"], ids=["nul", "lone-surrogate"]
+)
+def test_unusable_session_message_is_a_json_400_naming_the_field(
+    client: FlaskClient, sentry_capture: Capture, message: str
+) -> None:
+    session = client.post("/admin/sessions", json={"agent": "demo"}).get_json()
+
+    response = client.post(
+        f"/admin/sessions/{session['id']}/messages",
+        data=json.dumps({"message": message}),
+        content_type="application/json",
+        headers={"X-Request-ID": REQUEST_ID},
+    )
+
+    assert_json_client_error(response, 400)
+    assert "message" in response.get_json()["message"]
     assert sentry_capture.errors == []
 
 

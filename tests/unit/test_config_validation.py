@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, mask_dsn
+from app.settings import ConfigError, Settings, check_database, mask_dsn
 
 pytestmark = pytest.mark.sanity
 
@@ -34,6 +35,10 @@ BAD_VALUES = [
     ("SENTRY_DSN", f"http:/{KEY}@sentry.example/1", "names no host"),
     ("SENTRY_DSN", f"{KEY}@sentry.example/1", "the scheme must be http or https"),
     ("SENTRY_DSN", f"https://{KEY}@sentry.example/\u00b2", "numeric project id"),
+    # urllib refuses these outright, quoting the netloc (key and all) as it does
+    ("SENTRY_DSN", f"https://{KEY}@host\uff0fx/1", "not a well-formed URL"),
+    ("SENTRY_DSN", f"https://{KEY}@[::1/1", "not a well-formed URL"),
+    ("SENTRY_DSN", f"https://sentry.example/42?sentry_key={KEY}", "no public key"),
     ("SENTRY_ENVIRONMENT", "prod env", "no spaces"),
     ("SENTRY_ENVIRONMENT", "x" * 201, "1 to 200 characters"),
     ("SENTRY_RELEASE", "1.0\nINJECTED", "no spaces"),
@@ -42,6 +47,8 @@ BAD_VALUES = [
     ("GUNICORN_BIND", "nonsense", "must be HOST:PORT"),
     ("GUNICORN_BIND", "127.0.0.1:70000", "must be HOST:PORT"),
     ("GUNICORN_BIND", "0.0.0.0:8000", "not a loopback address"),
+    ("GUNICORN_BIND", "127.0.0.1:\u00b2", "must be HOST:PORT"),
+    ("GUNICORN_LOG_LEVEL", "bogus", "must be one of: debug, info"),
     ("AGENTED_DB_PATH", "/", "is a directory"),
     ("AGENTED_DB_PATH", "/etc/hostname/agented.db", "is not a folder"),
     ("AGENTED_DB_PATH", "/tmp/" + "x" * 300, "too long"),
@@ -49,6 +56,7 @@ BAD_VALUES = [
     ("AGENTED_EXECUTION_TIMEOUT", "-5", "positive number of seconds"),
     ("AGENTED_SSE_HEARTBEAT", "soon", "positive number of seconds"),
     ("AGENTED_MAX_BODY_BYTES", "1e6", "positive whole number"),
+    ("AGENTED_MAX_BODY_BYTES", "\u00b2", "positive whole number"),
     ("AGENTED_DEBUG_ROUTES", "maybe", "must be 1 or 0"),
 ]
 IDS = [f"{name}={value[:20]!r}" for name, value, _ in BAD_VALUES]
@@ -107,6 +115,47 @@ def test_masked_dsn_hides_key_and_secret() -> None:
     assert masked == "https://***@sentry.example:8443/42"
 
 
+@pytest.mark.verifies("OBS02-T6")
+def test_relative_database_path_is_taken_from_the_repository_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not where the path should resolve
+
+    settings = Settings.from_env({"AGENTED_DB_PATH": "var/relative-check.db"})
+
+    assert settings.db_path == REPO / "var" / "relative-check.db"
+
+
+@pytest.mark.verifies("OBS02-T6")
+def test_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+
+    with pytest.raises(ConfigError, match="holds another program's tables"):
+        check_database(path)
+
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables == {"invoices"}
+
+
+@pytest.mark.verifies("OBS02-T6")
+def test_database_with_an_older_schema_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE executions (id TEXT PRIMARY KEY)")
+    conn.close()
+
+    with pytest.raises(ConfigError) as raised:
+        check_database(path)
+
+    assert "is not a usable Agented database" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
 def _run_server_module(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "backend" / "run.py"), "--port", "1"],
@@ -124,6 +173,7 @@ def _run_server_module(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     [
         ("SENTRY_TRACES_SAMPLE_RATE", "abc"),
         ("SENTRY_DSN", f"out://{KEY}@host/1"),
+        ("SENTRY_DSN", f"https://{KEY}@host\uff0fx/1"),
         ("LOG_LEVEL", "LOUD"),
     ],
 )

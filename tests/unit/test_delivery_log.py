@@ -61,14 +61,21 @@ def test_production_transport_reports_lost_events_to_the_log(
     monkeypatch.setattr(
         ReportingHttpTransport.delivery_log,
         "lost",
-        lambda reason, quantity=1: seen.append((reason, quantity)),
+        lambda reason, quantity=1, category="error": seen.append(
+            (reason, quantity, category)
+        ),
     )
     init_error_tracking(SentrySettings(TEST_DSN, 0.0, "test", "agented@test"))
     transport = sentry_sdk.get_client().transport
 
     assert isinstance(transport, ReportingHttpTransport)
     transport.record_lost_event("ratelimit_backoff", data_category="error")
-    assert seen == [("ratelimit_backoff", 1)]
+    transport.record_lost_event("ratelimit_backoff", data_category="span", quantity=9)
+    transport.record_lost_event("network_error", data_category="transaction")
+    assert seen == [
+        ("ratelimit_backoff", 1, "error"),
+        ("network_error", 1, "transaction"),
+    ]
 
 
 def _hold_sends(transport: ReportingHttpTransport, gate: threading.Event) -> None:
@@ -124,3 +131,24 @@ def test_events_left_out_on_purpose_are_not_called_lost(
         delivery.flush()
 
     assert _lines(caplog) == []
+
+
+@pytest.mark.verifies("F-2")
+def test_transactions_turned_away_are_told_apart_with_a_hint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugsink answers 200 with X-Sentry-Rate-Limits for transactions: a fact of
+    the server, not an outage; the line must not read like one."""
+    with caplog.at_level(logging.INFO):
+        delivery = DeliveryLog(window=60.0)
+        delivery.lost("ratelimit_backoff", 1, "transaction")
+        delivery.lost("ratelimit_backoff", 1, "error")
+
+    records = [
+        r for r in caplog.records if r.getMessage() == "error tracking events lost"
+    ]
+    assert [(r.category, hasattr(r, "hint")) for r in records] == [
+        ("transaction", True),
+        ("error", False),
+    ]
+    assert "SENTRY_TRACES_SAMPLE_RATE=0" in records[0].hint
