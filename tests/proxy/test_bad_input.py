@@ -9,6 +9,7 @@ no secret echoed.
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,13 @@ BAD_VALUES = [
     BadValue("db-not-sqlite", "AGENTED_DB_PATH", "{tmp}/not-sqlite.db"),
     BadValue("db-name-too-long", "AGENTED_DB_PATH", "{tmp}/" + "n" * 300),
     BadValue("db-device", "AGENTED_DB_PATH", "/dev/null"),
+    BadValue("db-foreign", "AGENTED_DB_PATH", "{tmp}/foreign.db"),
+    BadValue("dsn-fullwidth-slash", "SENTRY_DSN", f"http://{DSN_KEY}@h\uff0fx/1"),
+    BadValue(
+        "dsn-query-key", "SENTRY_DSN", f"http://127.0.0.1:9/1?sentry_key={DSN_KEY}"
+    ),
+    BadValue("bind-superscript-port", "GUNICORN_BIND", "127.0.0.1:\u00b2"),
+    BadValue("gunicorn-log-level", "GUNICORN_LOG_LEVEL", "bogus"),
 ]
 CASES = [(bad, entry) for bad in BAD_VALUES for entry in ENTRY_POINTS]
 
@@ -117,6 +125,9 @@ def bad_value_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bad-values")
     (folder / "plain-file").write_text("a file, not a folder\n")
     (folder / "not-sqlite.db").write_text("this is not a database\n" * 50)
+    with sqlite3.connect(folder / "foreign.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
     return folder
 
 
