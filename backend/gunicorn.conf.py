@@ -5,6 +5,7 @@ so a bad value stops the server with one line instead of a loop of dying workers
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -54,3 +55,35 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Gunicorn 27 opens a control socket under ~/.gunicorn/ by default; servers run side
 # by side (tests, several checkouts) would fight over it
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """On SIGTERM, end the open event streams too, so the worker can exit at once.
+
+    On SIGTERM the gevent worker stops accepting, then waits for every open response
+    up to graceful_timeout and is killed past it, before atexit (agents killed,
+    executions marked interrupted, Sentry flushed) runs. SSE responses never end by
+    themselves, so the app is asked to end them; Gunicorn's own handler still runs.
+    """
+    from gunicorn.workers.ggevent import GeventWorker
+
+    if not isinstance(worker, GeventWorker):
+        return  # another worker class given on the command line: nothing to wrap
+
+    # the worker's imports: after gevent's monkey patching, and run.py is loaded
+    import gevent
+
+    from app.factory import begin_shutdown
+    from run import application
+
+    stop_worker = worker.handle_exit
+
+    def stop_worker_and_streams(sig, frame):
+        stop_worker(sig, frame)
+        # the handler may have interrupted a greenlet holding the broker's lock
+        gevent.spawn(begin_shutdown, application)
+
+    signal.signal(signal.SIGTERM, stop_worker_and_streams)
+    # signal.signal() makes SIGTERM interrupt system calls again; Gunicorn had
+    # turned that off so that a stop does not break requests in progress
+    signal.siginterrupt(signal.SIGTERM, False)

@@ -13,11 +13,19 @@ class Broker:
 
     A subscriber's queue holds at most one pending wake-up, so a slow reader costs
     one slot of memory however fast an agent prints: it catches up from SQLite.
+
+    Closing it (the server is stopping) wakes every subscriber for good; subscribers
+    check `closed` after each wake-up and end their stream.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[queue.Queue[None]]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @contextmanager
     def subscribe(self, key: str) -> Iterator[queue.Queue[None]]:
@@ -36,11 +44,27 @@ class Broker:
     def publish(self, key: str) -> None:
         with self._lock:
             subscribers = list(self._subscribers.get(key, ()))
-        for wakeups in subscribers:
-            # when full, a wake-up is already pending and will read everything new
-            with suppress(queue.Full):
-                wakeups.put_nowait(None)
+        _wake(subscribers)
+
+    def close(self) -> int:
+        """Wake every subscriber with `closed` set; returns how many were woken.
+
+        Never blocks beyond the short lock, so a signal handler's greenlet may call
+        it. A subscriber arriving later finds `closed` set before it first waits.
+        """
+        with self._lock:
+            self._closed = True
+            subscribers = [w for ws in self._subscribers.values() for w in ws]
+        _wake(subscribers)
+        return len(subscribers)
 
     def subscriber_count(self, key: str) -> int:
         with self._lock:
             return len(self._subscribers.get(key, ()))
+
+
+def _wake(subscribers: list[queue.Queue[None]]) -> None:
+    for wakeups in subscribers:
+        # when full, a wake-up is already pending and will read everything new
+        with suppress(queue.Full):
+            wakeups.put_nowait(None)

@@ -74,6 +74,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def begin_shutdown(app: Flask) -> None:
+    """End every open event stream, and any opened later, with a `shutdown` event.
+
+    For a server that is stopping: streams never end by themselves, and it waits
+    for open responses before it exits. Sets a flag and queues wake-ups, nothing
+    more, so a signal handler may call it (from a greenlet of its own under gevent).
+    """
+    streams = app.extensions["agented"].broker.close()
+    log.info("event streams closing", extra={"streams": streams})
+
+
 def shutdown(app: Flask) -> None:
     """Stop running executions and mark them interrupted; for process exit."""
     stopped = app.extensions["agented"].runner.shutdown()

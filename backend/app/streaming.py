@@ -14,18 +14,39 @@ from app.store import TERMINAL_STATES, ExecutionStore
 SSE_MIMETYPE = "text/event-stream"
 # proxies (nginx) and browsers must neither buffer nor cache an event stream
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# how long a browser waits before it reconnects (with Last-Event-ID) after a stream
+# was ended by a stopping server: time for the next worker to take over
+SHUTDOWN_RETRY_MS = 1000
 
 
-def sse_event(event: str, data: Any, event_id: int | None = None) -> str:
+def sse_event(
+    event: str,
+    data: Any,
+    event_id: int | None = None,
+    *,
+    retry_ms: int | None = None,
+) -> str:
     lines = [f"event: {event}"]
     if event_id is not None:
         lines.append(f"id: {event_id}")
+    if retry_ms is not None:
+        lines.append(f"retry: {retry_ms}")
     lines.extend(f"data: {part}" for part in json.dumps(data).splitlines())
     return "\n".join(lines) + "\n\n"
 
 
 def sse_comment(text: str) -> str:
     return f": {text}\n\n"
+
+
+def shutdown_event() -> str:
+    """The last event of a stream the stopping server ends: come back elsewhere.
+
+    EventSource reconnects on its own when a response ends; it carries no id, so
+    the client resumes after the last line it saw.
+    """
+    data = {"reason": "server shutting down", "retry": True}
+    return sse_event("shutdown", data, retry_ms=SHUTDOWN_RETRY_MS)
 
 
 class Heartbeat:
@@ -67,7 +88,11 @@ def execution_events(
     after_seq: int = 0,
     heartbeat_interval: float = 15.0,
 ) -> Iterator[str]:
-    """Replay stored lines after `after_seq`, then follow live until `complete`."""
+    """Replay stored lines after `after_seq`, then follow live until `complete`.
+
+    A closed broker (the server is stopping) ends the stream after the stored lines
+    with a `shutdown` event instead.
+    """
     heartbeat = Heartbeat(heartbeat_interval)
     last_seq, last_status = after_seq, None
     with broker.subscribe(execution_id) as wakeups:
@@ -87,6 +112,9 @@ def execution_events(
                 yield sse_event("status", {"status": status})
                 lines = store.line_count(execution_id)
                 yield sse_event("complete", _summary(execution, lines))
+                return
+            if broker.closed:
+                yield shutdown_event()
                 return
             last_status = status
             yield from _wait(wakeups, heartbeat)
