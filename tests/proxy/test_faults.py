@@ -169,7 +169,7 @@ def run_scenario(mode: Mode, workdir: Path) -> Scenario:
         with GunicornServer(workdir, env) as server:
             with requests.Session() as session:
                 drive_scenario(scenario, session, server, sink)
-            server.stop(graceful=False)
+            server.stop()
         scenario.log = server.log()
         scenario.booted_workers = len(server.worker_pids())
     return scenario
@@ -371,7 +371,7 @@ def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
             with requests.Session() as session:
                 pid_after = worker_pid(session, server)
             rss_after = rss_kib(pid_after)
-            server.stop(graceful=False)
+            server.stop()
         delivered = sum(
             1
             for e in sink.errors

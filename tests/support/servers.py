@@ -71,8 +71,9 @@ class GunicornServer:
         graceful: SIGTERM, what a deploy sends: the worker finishes its requests,
         then exits (and the SDK flushes). Gunicorn's gevent worker looks at its
         flag once a second, so this takes ~1.3 s even when idle. Otherwise SIGQUIT:
-        the worker exits at once, through the same atexit flush, in ~0.4 s; for
-        teardown of tests that do not look at shutdown.
+        the worker exits at once, in ~0.4 s, and its atexit flush may be cut short
+        with a traceback; only for teardown of tests that look neither at shutdown
+        nor at the log it leaves.
         """
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
