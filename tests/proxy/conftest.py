@@ -68,6 +68,19 @@ _BOOTS: dict[str, BugsinkBoot] = {}
 _BUGSINK_FIXTURES: dict[str, bool | None] = {"bugsink": None, "worker_bugsink": False}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs real servers: it must say so, since `-m sanity` skips
+    this folder without looking (see the root conftest)."""
+    here = Path(__file__).parent
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.path.is_relative_to(here) and item.get_closest_marker("proxy") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests under tests/proxy not marked proxy: {unmarked}")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start, in the background, each Bugsink that a selected test will need."""
     if session.config.option.collectonly:
