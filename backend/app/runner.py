@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -16,6 +18,23 @@ from app.broker import Broker
 from app.store import ExecutionStore
 
 log = logging.getLogger(__name__)
+
+
+# lines stored per transaction while an agent prints faster than they are written
+PUMP_BATCH_LINES = 200
+
+
+def _more_ready(stream: Any) -> bool:
+    """Whether reading `stream` now would return at once (more output is waiting).
+
+    A stream with no descriptor (a fake process in tests) has all its output at
+    hand, so it counts as ready.
+    """
+    try:
+        ready, _, _ = select.select([stream], [], [], 0)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return True
+    return bool(ready)
 
 
 @dataclass
@@ -113,13 +132,33 @@ class ExecutionRunner:
             self._stop(execution_id, "timed_out")
 
     def _pump(self, execution_id: str, proc: Any) -> None:
+        """Store what the agent prints, in batches, and wake its subscribers.
+
+        An agent printing as fast as it can never makes this read wait, so under
+        gevent nothing else would run: one SQLite commit per line kept a worker
+        from answering anyone for 40 s over 10,000 lines. Lines are stored a batch
+        at a time, as many as are ready (up to PUMP_BATCH_LINES), and the loop
+        yields after each batch; a slow agent's lines still go out one by one.
+        """
+        batch: list[str] = []
         seq = 0
+
+        def flush() -> None:
+            nonlocal seq
+            self.store.append_lines(execution_id, seq + 1, batch)
+            seq += len(batch)
+            batch.clear()
+            self.broker.publish(execution_id)
+            time.sleep(0)  # under gevent: let requests and streams run
+
         try:
             with proc.stdout:
                 for line in proc.stdout:
-                    seq += 1
-                    self.store.append_line(execution_id, seq, line.rstrip("\r\n"))
-                    self.broker.publish(execution_id)
+                    batch.append(line.rstrip("\r\n"))
+                    if len(batch) >= PUMP_BATCH_LINES or not _more_ready(proc.stdout):
+                        flush()
+                if batch:
+                    flush()
             exit_code = proc.wait()
         except Exception:
             log.exception("execution output lost", extra={"execution_id": execution_id})

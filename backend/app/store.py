@@ -88,11 +88,19 @@ class ExecutionStore:
         return int(row[0])
 
     def append_line(self, execution_id: str, seq: int, text: str) -> None:
+        self.append_lines(execution_id, seq, [text])
+
+    def append_lines(self, execution_id: str, first_seq: int, texts: list[str]) -> None:
+        """Store lines numbered from `first_seq`, in one transaction."""
+        now = time.time()
         with self.db.connect() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO output_lines (execution_id, seq, text, created_at)"
                 " VALUES (?, ?, ?, ?)",
-                (execution_id, seq, text, time.time()),
+                [
+                    (execution_id, first_seq + offset, text, now)
+                    for offset, text in enumerate(texts)
+                ],
             )
 
     def lines_after(

@@ -18,7 +18,7 @@ from pytest_subprocess.process_dispatcher import ProcessDispatcher
 
 from app.broker import Broker
 from app.db import Database
-from app.runner import ExecutionRunner
+from app.runner import PUMP_BATCH_LINES, ExecutionRunner
 from app.store import TERMINAL_STATES, ExecutionStore
 
 pytestmark = pytest.mark.sanity
@@ -193,6 +193,54 @@ def test_output_lines_are_stored_in_order_with_seq_from_one(
     assert row["exit_code"] == 0
     assert row["started_at"] is not None
     assert row["finished_at"] is not None
+
+
+def test_flood_of_output_is_stored_in_few_transactions_in_order(
+    fp: FakeProcess, store: ExecutionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line per commit froze a gevent worker for 40 s over 10,000 lines."""
+    lines = [f"line {n}" for n in range(1, 2001)]
+    fp.register([FAKE_AGENT, "go"], stdout=lines)
+    batches: list[int] = []
+    append_lines = store.append_lines
+    monkeypatch.setattr(
+        store,
+        "append_lines",
+        lambda eid, first, texts: (
+            batches.append(len(texts)),
+            append_lines(eid, first, texts),
+        ),
+    )
+    runner = make_runner(store)
+
+    started = runner.start("command", "go")
+    wait_for_status(store, started["id"], TERMINAL_STATES)
+
+    assert store.lines_after(started["id"]) == list(enumerate(lines, start=1))
+    assert sum(batches) == len(lines)
+    assert len(batches) <= len(lines) // PUMP_BATCH_LINES + 1
+    assert max(batches) <= PUMP_BATCH_LINES
+
+
+def test_a_line_is_stored_at_once_when_the_agent_then_goes_quiet(
+    store: ExecutionStore, real_killpg: KillpgRecorder, tmp_path: Path
+) -> None:
+    """Batching never holds a line back waiting for the next one."""
+    go_on = tmp_path / "go-on"
+    code = (
+        "import os, sys, time\n"
+        "print('first', flush=True)\n"
+        f"while not os.path.exists({str(go_on)!r}):\n"
+        "    time.sleep(0.01)\n"
+        "print('second', flush=True)\n"
+    )
+    runner = make_runner(store, python_agent(code))
+    execution_id = runner.start("command", "go")["id"]
+
+    assert wait_for_lines(store, execution_id, 1) == ["first"]
+    go_on.touch()
+    wait_for_status(store, execution_id, TERMINAL_STATES)
+    assert [text for _, text in store.lines_after(execution_id)] == ["first", "second"]
 
 
 @pytest.mark.parametrize(
