@@ -1,0 +1,1 @@
+"""The benchmark behind `make bench`: what error tracking costs this service."""
