@@ -30,8 +30,8 @@ class BugsinkBoot:
     """A Bugsink starting in a thread of its own.
 
     Its boot (install check, two migrations, a login, a token) takes 10 to 30 s,
-    nearly all of it in subprocesses; started when collection ends, it overlaps
-    the tests that run before the first one needing it.
+    nearly all of it in subprocesses; started with the first test of this folder,
+    it overlaps the tests that run before the first one needing it.
     """
 
     def __init__(self, *, eager_digest: bool) -> None:
@@ -81,16 +81,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"tests under tests/proxy not marked proxy: {unmarked}")
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start, in the background, each Bugsink that a selected test will need."""
-    if session.config.option.collectonly:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """At the first test of this folder, start each Bugsink a selected test needs.
+
+    Not earlier: the unit tests run first in a full run, and some of them patch
+    process-wide what a boot thread relies on (freezegun the clocks,
+    pytest-subprocess Popen).
+    """
+    session = item.session
+    if getattr(session, "_agented_boots_started", False):
         return
-    wanted = {name for item in session.items for name in item.fixturenames}
-    for name, eager in _BUGSINK_FIXTURES.items():
+    session._agented_boots_started = True  # type: ignore[attr-defined]
+    wanted = {name for selected in session.items for name in selected.fixturenames}
+    for name in _BUGSINK_FIXTURES:
         if name in wanted and name not in _BOOTS:
-            if eager is None:
-                eager = session.config.getoption("bugsink_digest") == "eager"
-            boot = _BOOTS[name] = BugsinkBoot(eager_digest=eager)
+            boot = _BOOTS[name] = _new_boot(name, session.config)
             session.config.add_cleanup(boot.close)
     session.config.add_cleanup(_BOOTS.clear)
 
@@ -108,15 +114,16 @@ def started_bugsink(boot: BugsinkBoot) -> Iterator[BugsinkServer]:
         yield server
 
 
+def _new_boot(name: str, config: pytest.Config) -> BugsinkBoot:
+    eager = _BUGSINK_FIXTURES[name]
+    if eager is None:
+        eager = config.getoption("bugsink_digest") == "eager"
+    return BugsinkBoot(eager_digest=eager)
+
+
 def _boot_for(name: str, config: pytest.Config) -> BugsinkBoot:
-    """The boot started at collection, or one started now (a test asked late)."""
-    boot = _BOOTS.get(name)
-    if boot is None:
-        eager = _BUGSINK_FIXTURES[name]
-        if eager is None:
-            eager = config.getoption("bugsink_digest") == "eager"
-        boot = BugsinkBoot(eager_digest=eager)
-    return boot
+    """The boot started with the first test here, or one started now."""
+    return _BOOTS.get(name) or _new_boot(name, config)
 
 
 @pytest.fixture(scope="session")
