@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import logging
+import signal
 import sys
 
 from dotenv import load_dotenv
@@ -51,7 +52,7 @@ from app.error_tracking import init_error_tracking  # noqa: E402
 
 init_error_tracking(settings.sentry, api_key=settings.api_key)
 
-from app.factory import create_app, shutdown  # noqa: E402
+from app.factory import begin_shutdown, create_app, shutdown  # noqa: E402
 
 application = create_app()
 atexit.register(shutdown, application)
@@ -71,8 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return CONFIG_ERROR_EXIT
     log.info("dev server starting", extra={"host": args.host, "port": args.port})
+    # SIGTERM would end the process on the spot, skipping atexit: agents left
+    # running, executions left "running", Sentry's queue lost. Unwind as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _stop_dev_server)
     application.run(host=args.host, port=args.port, threaded=True)
     return 0
+
+
+def _stop_dev_server(signum: int, frame: object) -> None:
+    begin_shutdown(application)
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -134,8 +134,8 @@ class DeliveryLog:
     # turn transactions away for good; say what to do about it
     HINT: ClassVar[dict[tuple[str, str], str]] = {
         ("ratelimit_backoff", "transaction"): (
-            "a server that stores no transactions always says so; "
-            "set SENTRY_TRACES_SAMPLE_RATE=0 for it"
+            "if errors still arrive, the server takes no transactions (Bugsink "
+            "does not); set SENTRY_TRACES_SAMPLE_RATE=0 for it"
         ),
     }
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,19 +21,43 @@ log = logging.getLogger(__name__)
 
 # lines stored per transaction while an agent prints faster than they are written
 PUMP_BATCH_LINES = 200
+# the most read from an agent's output at once
+_CHUNK_BYTES = 64 * 1024
 
 
-def _more_ready(stream: Any) -> bool:
-    """Whether reading `stream` now would return at once (more output is waiting).
+def _chunks(stream: Any) -> Iterator[bytes]:
+    """What the pipe holds, a read at a time; a read waits only when it is empty."""
+    while chunk := stream.read1(_CHUNK_BYTES):
+        yield chunk
 
-    A stream with no descriptor (a fake process in tests) has all its output at
-    hand, so it counts as ready.
+
+class LineSplitter:
+    """Bytes in, complete lines out (UTF-8, bad bytes replaced, CRLF or LF).
+
+    Only "\\n" ends a line: a lone "\\r" (a progress bar redrawing itself) stays in
+    its line. An unfinished line waits for the rest; `end` gives it up at EOF.
     """
-    try:
-        ready, _, _ = select.select([stream], [], [], 0)
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return True
-    return bool(ready)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        scan_from = len(self._buffer)  # the bytes before hold no newline
+        self._buffer += chunk
+        last = self._buffer.rfind(b"\n", scan_from)
+        if last == -1:
+            return []
+        complete = bytes(self._buffer[: last + 1])
+        del self._buffer[: last + 1]
+        return [_decode(line) for line in complete.split(b"\n")[:-1]]
+
+    def end(self) -> list[str]:
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return [_decode(rest)] if rest else []
+
+
+def _decode(line: bytes) -> str:
+    return line.removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -132,33 +155,33 @@ class ExecutionRunner:
             self._stop(execution_id, "timed_out")
 
     def _pump(self, execution_id: str, proc: Any) -> None:
-        """Store what the agent prints, in batches, and wake its subscribers.
+        """Store what the agent prints, as it arrives, and wake its subscribers.
 
-        An agent printing as fast as it can never makes this read wait, so under
-        gevent nothing else would run: one SQLite commit per line kept a worker
-        from answering anyone for 40 s over 10,000 lines. Lines are stored a batch
-        at a time, as many as are ready (up to PUMP_BATCH_LINES), and the loop
-        yields after each batch; a slow agent's lines still go out one by one.
+        Output is read a chunk at a time (whatever the pipe holds, up to 64 KiB),
+        and every complete line in a chunk is stored before the next read, which
+        may wait: a line never waits for the agent's next one. A flooding agent
+        never makes a read wait, so under gevent nothing else would run; lines are
+        stored PUMP_BATCH_LINES to a transaction and the loop yields after each
+        (one commit per line kept a worker from answering anyone for 40 s over
+        10,000 lines).
         """
-        batch: list[str] = []
         seq = 0
 
-        def flush() -> None:
+        def save(lines: list[str]) -> None:
             nonlocal seq
-            self.store.append_lines(execution_id, seq + 1, batch)
-            seq += len(batch)
-            batch.clear()
-            self.broker.publish(execution_id)
-            time.sleep(0)  # under gevent: let requests and streams run
+            for first in range(0, len(lines), PUMP_BATCH_LINES):
+                batch = lines[first : first + PUMP_BATCH_LINES]
+                self.store.append_lines(execution_id, seq + 1, batch)
+                seq += len(batch)
+                self.broker.publish(execution_id)
+                time.sleep(0)  # under gevent: let requests and streams run
 
         try:
             with proc.stdout:
-                for line in proc.stdout:
-                    batch.append(line.rstrip("\r\n"))
-                    if len(batch) >= PUMP_BATCH_LINES or not _more_ready(proc.stdout):
-                        flush()
-                if batch:
-                    flush()
+                splitter = LineSplitter()
+                for chunk in _chunks(proc.stdout):
+                    save(splitter.feed(chunk))
+                save(splitter.end())
             exit_code = proc.wait()
         except Exception:
             log.exception("execution output lost", extra={"execution_id": execution_id})
@@ -203,9 +226,6 @@ def _spawn(argv: list[str]) -> Any:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        bufsize=1,
         start_new_session=True,  # its own process group, so a cancel reaches children
     )
 

@@ -173,9 +173,11 @@ def _dsn_problem(raw: str) -> str | None:
     if not parts.hostname:
         return "it names no host"
     try:
-        parts.port  # noqa: B018 - urllib validates the port only when it is read
+        port = parts.port  # urllib validates the port only when it is read
     except ValueError:
-        return "its port is not a number between 0 and 65535"
+        port = 0
+    if port == 0:
+        return "its port is not a number between 1 and 65535"
     if not parts.username:
         return "it carries no public key (https://KEY@host/PROJECT_ID)"
     project = parts.path.rstrip("/").rsplit("/", 1)[-1]

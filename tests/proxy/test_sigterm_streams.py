@@ -7,7 +7,9 @@ import os
 import re
 import shlex
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -171,4 +173,70 @@ def test_sigterm_ends_open_stream_and_stops_the_worker_promptly(
     assert not is_alive(agent_pid), f"agent {agent_pid} outlived the server"
     assert execution_status(server, execution_id) == "interrupted"
     assert "executions interrupted at shutdown" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.verifies("F-5")
+def test_sigterm_to_the_dev_server_cleans_up_as_ctrl_c_does(
+    tmp_path: Path, agent_pids: list[int]
+) -> None:
+    """Python's default SIGTERM ends the process without atexit: agents would keep
+    running and their executions stay "running"."""
+    with socket.socket() as probe:  # a free loopback port for the dev server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **GunicornServer(tmp_path).env,
+        "AGENTED_AGENT_COMMAND": SLEEPING_AGENT,
+    }
+    log_path = tmp_path / "dev-server.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "backend/run.py", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health/liveness", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        created = requests.post(
+            f"{url}/admin/executions",
+            json={"agent": "command", "prompt": "300"},
+            timeout=10,
+        )
+        execution_id = created.json()["id"]
+        while time.monotonic() < deadline:
+            execution = requests.get(
+                f"{url}/admin/executions/{execution_id}", timeout=10
+            )
+            output = execution.json()["output"]
+            if output:
+                break
+            time.sleep(0.05)
+        agent_pid = int(output[0])
+        agent_pids.append(agent_pid)
+
+        proc.send_signal(signal.SIGTERM)
+        exit_code = proc.wait(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    log = log_path.read_text(errors="replace")
+    assert exit_code == 0, log
+    assert not is_alive(agent_pid), f"agent {agent_pid} outlived the dev server"
+    with sqlite3.connect(env["AGENTED_DB_PATH"]) as db:
+        [status] = db.execute(
+            "SELECT status FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+    assert status == "interrupted"
     assert "Traceback" not in log

@@ -30,6 +30,7 @@ BAD_VALUES = [
     ("SENTRY_DSN", "https://sentry.example/42", "carries no public key"),
     ("SENTRY_DSN", f"https://{KEY}@/42", "names no host"),
     ("SENTRY_DSN", f"https://{KEY}@host:99999/42", "port"),
+    ("SENTRY_DSN", f"https://{KEY}@127.0.0.1:0/42", "between 1 and 65535"),
     ("SENTRY_DSN", "not a dsn", "the scheme must be http or https"),
     ("SENTRY_DSN", f'"https://{KEY}@sentry.example/1"', "wrapped in quotes"),
     ("SENTRY_DSN", f"http:/{KEY}@sentry.example/1", "names no host"),

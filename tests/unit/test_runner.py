@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import signal
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pytest_subprocess import FakeProcess
 from pytest_subprocess.process_dispatcher import ProcessDispatcher
 
 from app.broker import Broker
 from app.db import Database
-from app.runner import PUMP_BATCH_LINES, ExecutionRunner
+from app.runner import PUMP_BATCH_LINES, ExecutionRunner, LineSplitter
 from app.store import TERMINAL_STATES, ExecutionStore
 
 pytestmark = pytest.mark.sanity
@@ -230,7 +233,9 @@ def test_a_line_is_stored_at_once_when_the_agent_then_goes_quiet(
     code = (
         "import os, sys, time\n"
         "print('first', flush=True)\n"
-        f"while not os.path.exists({str(go_on)!r}):\n"
+        # gives up after 30 s, so a failing test leaves no agent behind
+        "give_up = time.monotonic() + 30\n"
+        f"while not os.path.exists({str(go_on)!r}) and time.monotonic() < give_up:\n"
         "    time.sleep(0.01)\n"
         "print('second', flush=True)\n"
     )
@@ -241,6 +246,75 @@ def test_a_line_is_stored_at_once_when_the_agent_then_goes_quiet(
     go_on.touch()
     wait_for_status(store, execution_id, TERMINAL_STATES)
     assert [text for _, text in store.lines_after(execution_id)] == ["first", "second"]
+
+
+def test_complete_lines_before_an_unfinished_one_are_stored_at_once(
+    store: ExecutionStore, real_killpg: KillpgRecorder, tmp_path: Path
+) -> None:
+    """1,024 lines and the start of the next in one write, then silence: the lines
+    must not wait for the rest of the unfinished one (a spinner before a long call).
+    16 KiB: more than one read's worth, so part of it is still in the pipe."""
+    go_on = tmp_path / "go-on"
+    code = (
+        "import os, sys, time\n"
+        "sys.stdout.buffer.write("
+        "b''.join(b'%015d\\n' % i for i in range(1024)) + b'thinking...')\n"
+        "sys.stdout.flush()\n"
+        # gives up after 30 s, so a failing test leaves no agent behind
+        "give_up = time.monotonic() + 30\n"
+        f"while not os.path.exists({str(go_on)!r}) and time.monotonic() < give_up:\n"
+        "    time.sleep(0.01)\n"
+        "print(' done', flush=True)\n"
+    )
+    runner = make_runner(store, python_agent(code))
+    execution_id = runner.start("command", "go")["id"]
+
+    expected = [f"{i:015d}" for i in range(1024)]
+    assert wait_for_lines(store, execution_id, 1024) == expected
+    go_on.touch()
+    wait_for_status(store, execution_id, TERMINAL_STATES)
+    assert store.lines_after(execution_id, 1024) == [(1025, "thinking... done")]
+
+
+def _split_whole(data: bytes) -> list[str]:
+    """The oracle: the whole output split at once, as the agent meant it."""
+    pieces = data.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()
+    return [p.removesuffix(b"\r").decode("utf-8", errors="replace") for p in pieces]
+
+
+@given(
+    data=st.lists(
+        st.sampled_from([b"\n", b"\r", b"\r\n", b"ab", "é€😀".encode(), b"\xff"]),
+        max_size=40,
+    ).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_splitter_gives_back_the_lines_however_the_bytes_are_cut(
+    data: bytes, cuts: list[int]
+) -> None:
+    """Reads end anywhere: inside a UTF-8 character, between CR and LF."""
+    bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
+    splitter = LineSplitter()
+
+    got = [
+        line
+        for start, stop in itertools.pairwise(bounds)
+        for line in splitter.feed(data[start:stop])
+    ]
+    got += splitter.end()
+
+    assert got == _split_whole(data)
+
+
+def test_splitter_keeps_a_lone_carriage_return_inside_its_line() -> None:
+    splitter = LineSplitter()
+
+    lines = splitter.feed(b"10%\r20%\r30%\r\nok\r\nlast")
+
+    assert lines == ["10%\r20%\r30%", "ok"]
+    assert splitter.end() == ["last"]
 
 
 @pytest.mark.parametrize(
