@@ -49,10 +49,12 @@ EXPECTED_LOSS = {
     Mode.HTTP_500: {"network_error"},
     Mode.RETRY_AFTER_429: {"ratelimit_backoff"},
     Mode.RATE_LIMITS_429: {"ratelimit_backoff"},
-    Mode.SLOW: set(),  # late, not lost: the SDK waits for the answer
+    Mode.SLOW: set(),  # late, not lost: the SDK waits for the answer...
     Mode.MALFORMED: {"network_error"},
     Mode.RESET: {"network_error"},
 }
+# ...while its queue fills up: on a slow machine it may overflow before the answer
+MAY_ALSO_LOSE = {Mode.SLOW: {"queue_overflow"}}
 
 
 @dataclass
@@ -261,7 +263,9 @@ def test_worker_survives_with_bounded_memory_and_a_quiet_log(
     assert scenario.booted_workers == 1
     assert growth < RSS_GROWTH_LIMIT_KIB
     # once when the condition starts, once more at exit with what was counted since
-    assert set(reasons) == EXPECTED_LOSS[scenario.mode], losses
+    expected = EXPECTED_LOSS[scenario.mode]
+    assert expected <= set(reasons), losses
+    assert set(reasons) <= expected | MAY_ALSO_LOSE.get(scenario.mode, set()), losses
     assert all(conditions.count(c) <= 2 for c in conditions), losses
     assert len(scenario.failure_lines) <= MAX_FAILURE_LINES, scenario.failure_lines
     assert scenario.unexplained_tracebacks == 0
