@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 PUMP_BATCH_LINES = 200
 # the most read from an agent's output at once
 _CHUNK_BYTES = 64 * 1024
+# a line longer than this is stored in pieces of this size, so that an agent that
+# never prints a newline cannot grow the worker's memory without bound
+MAX_LINE_BYTES = 1024 * 1024
 
 
 def _chunks(stream: Any) -> Iterator[bytes]:
@@ -35,21 +38,33 @@ class LineSplitter:
     """Bytes in, complete lines out (UTF-8, bad bytes replaced, CRLF or LF).
 
     Only "\\n" ends a line: a lone "\\r" (a progress bar redrawing itself) stays in
-    its line. An unfinished line waits for the rest; `end` gives it up at EOF.
+    its line. An unfinished line waits for the rest, up to `max_line` bytes, past
+    which it is given out in pieces; `end` gives up what is left at EOF.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self._buffer = bytearray()
+        self._max_line = max_line
 
     def feed(self, chunk: bytes) -> list[str]:
         scan_from = len(self._buffer)  # the bytes before hold no newline
         self._buffer += chunk
+        lines = []
         last = self._buffer.rfind(b"\n", scan_from)
-        if last == -1:
-            return []
-        complete = bytes(self._buffer[: last + 1])
-        del self._buffer[: last + 1]
-        return [_decode(line) for line in complete.split(b"\n")[:-1]]
+        if last != -1:
+            complete = bytes(self._buffer[: last + 1])
+            del self._buffer[: last + 1]
+            for line in complete.split(b"\n")[:-1]:
+                lines += self._pieces(line)
+        while len(self._buffer) >= self._max_line:  # mid-line: keep any "\\r"
+            lines.append(_text(bytes(self._buffer[: self._max_line])))
+            del self._buffer[: self._max_line]
+        return lines
+
+    def _pieces(self, line: bytes) -> list[str]:
+        line = line.removesuffix(b"\r")
+        size = self._max_line
+        return [_text(line[i : i + size]) for i in range(0, len(line), size)] or [""]
 
     def end(self) -> list[str]:
         rest, self._buffer = bytes(self._buffer), bytearray()
@@ -57,7 +72,11 @@ class LineSplitter:
 
 
 def _decode(line: bytes) -> str:
-    return line.removesuffix(b"\r").decode("utf-8", errors="replace")
+    return _text(line.removesuffix(b"\r"))
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
 @dataclass

@@ -308,6 +308,21 @@ def test_splitter_gives_back_the_lines_however_the_bytes_are_cut(
     assert got == _split_whole(data)
 
 
+def test_splitter_gives_out_an_endless_line_in_pieces() -> None:
+    """An agent that never prints a newline must not grow memory without bound."""
+    splitter = LineSplitter(max_line=10)
+
+    assert splitter.feed(b"x" * 7) == []
+    assert splitter.feed(b"x" * 18) == ["x" * 10, "x" * 10]
+    assert splitter.feed(b"\r\n" + b"y" * 23 + b"\r\n") == [
+        "xxxxx",
+        "y" * 10,
+        "y" * 10,
+        "yyy",
+    ]
+    assert splitter.end() == []
+
+
 def test_splitter_keeps_a_lone_carriage_return_inside_its_line() -> None:
     splitter = LineSplitter()
 
