@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gzip
-import json
 import socket
 import struct
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sentry_sdk.envelope import Envelope, Item
+from sentry_sdk.envelope import Envelope
+
+from tests.support.envelopes import EnvelopeViews, decompress, wait_until
 
 SINK_KEY = "faultsinkpublickey0123456789abcd"
 _MAX_HEADER_BYTES = 64 * 1024
@@ -42,7 +41,7 @@ class Mode(enum.StrEnum):
     RESET = "reset"
 
 
-class FaultSink:
+class FaultSink(EnvelopeViews):
     """Bind 127.0.0.1 port 0 at start; `set_mode` switches the fault at run time.
 
     REFUSED keeps the port bound but not listening, so connecting gets a
@@ -127,23 +126,9 @@ class FaultSink:
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def items(self, item_type: str) -> list[dict[str, Any]]:
+    def recorded(self) -> list[Envelope]:
         with self._lock:
-            envelopes = list(self.envelopes)
-        found = []
-        for envelope in envelopes:
-            for item in envelope.items:
-                if item.type == item_type:
-                    found.append(_item_json(item))
-        return [payload for payload in found if payload is not None]
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return self.items("event")
-
-    @property
-    def transactions(self) -> list[dict[str, Any]]:
-        return self.items("transaction")
+            return list(self.envelopes)
 
     def discarded(self, category: str | None = None) -> Counter[str]:
         """Lost events the SDK reported in client reports, counted by reason."""
@@ -155,17 +140,17 @@ class FaultSink:
         return counts
 
     def wait_for(
-        self, predicate: Callable[[FaultSink], bool], timeout: float = 30.0
+        self, predicate: Callable[[FaultSink], Any], timeout: float = 30.0
     ) -> None:
-        """Poll every 0.05 s until `predicate(self)` holds; TimeoutError after."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"sink holds {len(self.errors)} errors after {timeout} s "
-                    f"(mode {self._mode}, attempts {dict(self.attempts)})"
-                )
-            time.sleep(0.05)
+        """Poll until `predicate(self)` holds; TimeoutError after `timeout`."""
+        wait_until(
+            lambda: predicate(self),
+            timeout,
+            lambda: (
+                f"sink holds {len(self.errors)} errors "
+                f"(mode {self._mode}, attempts {dict(self.attempts)})"
+            ),
+        )
 
     def _listen(self) -> None:
         assert self._listener is not None
@@ -287,21 +272,11 @@ class FaultSink:
         return True
 
     def _keep(self, body: bytes, encoding: str | None) -> None:
-        decoded = _decompress(body, encoding)
+        decoded = decompress(body, encoding)
         envelope = Envelope.deserialize(decoded)
         with self._lock:
             self.raw.append(decoded)
             self.envelopes.append(envelope)
-
-
-def _item_json(item: Item) -> Any:
-    """The item's JSON; the SDK decodes only events and transactions itself."""
-    if item.payload.json is not None:
-        return item.payload.json
-    try:
-        return json.loads(item.payload.get_bytes())
-    except ValueError:
-        return None
 
 
 def _parse_headers(head: bytes) -> dict[str, str]:
@@ -320,16 +295,6 @@ def _response(
         *(f"{name}: {value}" for name, value in (headers or {}).items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    if encoding in (None, "", "identity"):
-        return body
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 import threading
-import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +11,13 @@ from pytest_httpserver import HTTPServer
 from sentry_sdk.envelope import Envelope
 from werkzeug import Request, Response
 
+from tests.support.envelopes import EnvelopeViews, decompress, wait_until
+
 ENVELOPE_PATH = re.compile(r"^/api/(\d+)/envelope/$")
 SINK_KEY = "sinkpublickey0123456789abcdef"
 
 
-class RecordingSink:
+class RecordingSink(EnvelopeViews):
     """Decodes what the SDK's HTTP transport posts; the test reads it back."""
 
     def __init__(self, project_id: int = 1) -> None:
@@ -51,49 +50,25 @@ class RecordingSink:
         return f"http://{SINK_KEY}@127.0.0.1:{self.server.port}/{self.project_id}"
 
     def _receive(self, request: Request) -> Response:
-        body = _decompress(request.get_data(), request.headers.get("Content-Encoding"))
+        body = decompress(request.get_data(), request.headers.get("Content-Encoding"))
         with self._lock:
             self.raw.append(body)
             self.envelopes.append(Envelope.deserialize(body))
         return Response("{}", status=200, content_type="application/json")
 
-    def items(self, item_type: str) -> list[dict[str, Any]]:
+    def recorded(self) -> list[Envelope]:
         with self._lock:
-            envelopes = list(self.envelopes)
-        return [
-            item.payload.json
-            for envelope in envelopes
-            for item in envelope.items
-            if item.type == item_type and item.payload.json is not None
-        ]
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return self.items("event")
-
-    @property
-    def transactions(self) -> list[dict[str, Any]]:
-        return self.items("transaction")
+            return list(self.envelopes)
 
     def wait_for(
-        self, predicate: Callable[[RecordingSink], bool], timeout: float = 30.0
+        self, predicate: Callable[[RecordingSink], Any], timeout: float = 30.0
     ) -> None:
-        """Poll every 0.05 s until `predicate(self)` holds; TimeoutError after."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"sink holds {len(self.errors)} errors and "
-                    f"{len(self.transactions)} transactions after {timeout} s"
-                )
-            time.sleep(0.05)
-
-
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
-    if encoding in (None, "", "identity"):
-        return body
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+        """Poll until `predicate(self)` holds; TimeoutError after `timeout`."""
+        wait_until(
+            lambda: predicate(self),
+            timeout,
+            lambda: (
+                f"sink holds {len(self.errors)} errors and "
+                f"{len(self.transactions)} transactions"
+            ),
+        )

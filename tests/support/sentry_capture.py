@@ -12,6 +12,7 @@ from sentry_sdk.transport import Transport
 
 from app.error_tracking import init_error_tracking
 from app.settings import SentrySettings
+from tests.support.envelopes import EnvelopeViews
 
 # loopback, never listened on: the recording transport replaces the HTTP one
 TEST_DSN = "http://testkey1234567890@127.0.0.1:9/42"
@@ -29,7 +30,7 @@ class RecordingTransport(Transport):
 
 
 @dataclass
-class Capture:
+class Capture(EnvelopeViews):
     """Views of what the SDK sent, decoded back from the serialised envelopes."""
 
     transport: RecordingTransport
@@ -40,21 +41,8 @@ class Capture:
     def wire(self) -> list[bytes]:
         return self.transport.wire
 
-    def items(self, item_type: str) -> list[dict[str, Any]]:
-        found = []
-        for raw in self.wire:
-            for item in Envelope.deserialize(raw).items:
-                if item.type == item_type and item.payload.json is not None:
-                    found.append(item.payload.json)
-        return found
-
-    @property
-    def errors(self) -> list[dict[str, Any]]:
-        return self.items("event")
-
-    @property
-    def transactions(self) -> list[dict[str, Any]]:
-        return self.items("transaction")
+    def recorded(self) -> list[Envelope]:
+        return [Envelope.deserialize(raw) for raw in self.wire]
 
     def wire_text(self) -> str:
         """Every byte sent, decoded, with JSON escapes undone, for leak searches."""
