@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,33 +15,11 @@ from werkzeug.test import TestResponse
 from app.factory import create_app, shutdown
 from app.routes import MAX_PROMPT_CHARS
 from app.store import TERMINAL_STATES
+from tests.support.agents import QUICK_AGENT
 
 pytestmark = pytest.mark.sanity
 
 DEADLINE = 5.0
-RUNNER_THREADS = ("(_pump)", "(_watch)", "(_kill_after_grace)")
-# prints two lines; the prompt "hang" keeps it running, "fail" exits with 3
-AGENT_CODE = """
-import sys, time
-prompt = sys.argv[1]
-print("echo: " + prompt, flush=True)
-if prompt == "hang":
-    time.sleep(30)
-print("done", flush=True)
-sys.exit(3 if prompt == "fail" else 0)
-"""
-QUICK_AGENT = f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT_CODE)}"
-
-
-@pytest.fixture(autouse=True)
-def runner_threads_finish() -> Iterator[None]:
-    """Runs after the app's shutdown: every agent process and its threads ended."""
-    yield
-    deadline = time.monotonic() + DEADLINE
-    threads = [t for t in threading.enumerate() if t.name.endswith(RUNNER_THREADS)]
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not [t.name for t in threads if t.is_alive()]
 
 
 @pytest.fixture

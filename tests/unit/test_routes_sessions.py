@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from app.store import TERMINAL_STATES
+from tests.support.agents import QUICK_AGENT
 
 pytestmark = pytest.mark.sanity
 
 DEADLINE = 5.0
-RUNNER_THREADS = ("(_pump)", "(_watch)", "(_kill_after_grace)")
-# prints two lines; the message "hang" keeps it running
-AGENT_CODE = """
-import sys, time
-message = sys.argv[1]
-print("echo: " + message, flush=True)
-if message == "hang":
-    time.sleep(30)
-print("done", flush=True)
-"""
-QUICK_AGENT = f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT_CODE)}"
-
-
-@pytest.fixture(autouse=True)
-def runner_threads_finish() -> Iterator[None]:
-    """Runs after the app's shutdown: every agent process and its threads ended."""
-    yield
-    deadline = time.monotonic() + DEADLINE
-    threads = [t for t in threading.enumerate() if t.name.endswith(RUNNER_THREADS)]
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not [t.name for t in threads if t.is_alive()]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,12 @@ from app.broker import Broker
 from app.db import Database
 from app.runner import PUMP_BATCH_LINES, ExecutionRunner, LineSplitter
 from app.store import TERMINAL_STATES, ExecutionStore
+from tests.support.agents import join_runner_threads
 
 pytestmark = pytest.mark.sanity
 
 DEADLINE = 5.0
 FAKE_AGENT = "fake-agent"
-RUNNER_THREADS = ("(_pump)", "(_watch)", "(_kill_after_grace)")
 
 
 def wait_for_status(
@@ -61,23 +60,6 @@ def is_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def wait_for_runner_threads(timeout: float) -> list[str]:
-    """Join the runner's pump, watch and grace threads; the names still alive."""
-    deadline = time.monotonic() + timeout
-    threads = [t for t in threading.enumerate() if t.name.endswith(RUNNER_THREADS)]
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return [t.name for t in threads if t.is_alive()]
-
-
-@pytest.fixture(autouse=True)
-def runner_threads_finish() -> Iterator[None]:
-    """Every pump, watch and grace thread a test starts has ended before the next."""
-    yield
-    alive = wait_for_runner_threads(DEADLINE)
-    assert not alive, f"runner threads still running: {alive}"
 
 
 class KillpgRecorder:
@@ -491,6 +473,6 @@ def test_shutdown_verdict_survives_the_processes_exiting(
     ids = [runner.start("command", "30")["id"] for _ in range(5)]
 
     assert runner.shutdown() == len(ids)
-    assert wait_for_runner_threads(DEADLINE) == []
+    assert join_runner_threads(DEADLINE) == []
 
     assert [(store.get(i) or {})["status"] for i in ids] == ["interrupted"] * len(ids)
