@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import pytest
 import requests
 
 from tests.support.servers import GunicornServer
+from tests.support.sse import read_until_complete
 
 DEADLINE = 30.0
 LINES = [f"line {n}" for n in range(1, 6)]
@@ -50,22 +49,8 @@ def server(tmp_path: Path) -> Iterator[GunicornServer]:
 
 def read_events(response: requests.Response) -> list[dict[str, Any]]:
     """SSE events up to `complete`; each read and the whole stream have a deadline."""
-    events: list[dict[str, Any]] = []
-    event: dict[str, Any] = {}
-    deadline = time.monotonic() + DEADLINE
-    for line in response.iter_lines(decode_unicode=True):
-        assert time.monotonic() < deadline, f"no complete event in time: {events}"
-        if line == "":
-            if event:
-                events.append(event)
-            if event.get("event") == "complete":
-                return events
-            event = {}
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        event[field or "comment"] = json.loads(value) if field == "data" else value
-    pytest.fail(f"stream ended without a complete event: {events}")
+    lines = response.iter_lines(decode_unicode=True)
+    return read_until_complete((line + "\n" for line in lines), DEADLINE)
 
 
 @pytest.mark.proxy

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -22,6 +21,7 @@ import requests
 
 from tests.proxy.conftest import StartBackend
 from tests.support.servers import REPO, GunicornServer
+from tests.support.sse import SseParser
 
 pytestmark = pytest.mark.proxy
 
@@ -66,20 +66,14 @@ class StreamReader:
             self.first_line.set()
 
     def _parse(self, response: requests.Response) -> None:
-        event: dict[str, Any] = {}
+        parser = SseParser()
         for line in response.iter_lines(decode_unicode=True):
-            if line != "":
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                event[field or "comment"] = (
-                    json.loads(value) if field == "data" else value
-                )
+            event = parser.line(line)
+            if event is None:
                 continue
-            if event:
-                self.events.append(event)
+            self.events.append(event)
             if event.get("event") == "log":
                 self.first_line.set()
-            event = {}
 
     def agent_pid(self) -> int:
         assert self.first_line.wait(DEADLINE), "the agent printed nothing in time"

@@ -16,6 +16,7 @@ from app.factory import create_app, shutdown
 from app.routes import MAX_PROMPT_CHARS
 from app.store import TERMINAL_STATES
 from tests.support.agents import QUICK_AGENT
+from tests.support.sse import parse_sse, read_until_complete
 
 pytestmark = pytest.mark.sanity
 
@@ -70,28 +71,10 @@ def finished(execution: dict[str, Any]) -> bool:
 
 def read_stream(response: TestResponse) -> list[dict[str, Any]]:
     """The events of an SSE response up to `complete`, failing past the deadline."""
-    events: list[dict[str, Any]] = []
-    deadline = time.monotonic() + DEADLINE
-    buffer = ""
-    for chunk in response.response:
-        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            events.append(parse_block(block))
-        if events and events[-1].get("event") == "complete":
-            break
-        assert time.monotonic() < deadline, f"no complete event in time: {events}"
-    response.close()
-    return events
-
-
-def parse_block(block: str) -> dict[str, Any]:
-    event: dict[str, Any] = {}
-    for line in block.split("\n"):
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        event[field or "comment"] = json.loads(value) if field == "data" else value
-    return event
+    try:
+        return read_until_complete(response.response, DEADLINE)
+    finally:
+        response.close()
 
 
 def test_post_starts_an_execution_and_answers_201_with_its_id(
@@ -308,7 +291,7 @@ def test_stream_of_finished_execution_replays_and_completes(
     wait_for(client, execution_id, finished)
 
     body = client.get(f"/admin/executions/{execution_id}/stream").get_data(as_text=True)
-    events = [parse_block(b) for b in body.split("\n\n") if b]
+    events = parse_sse(body)
 
     assert [e["event"] for e in events] == ["log", "log", "status", "complete"]
     assert [e["data"]["line"] for e in events[:2]] == ["echo: hello", "done"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ from flask.testing import FlaskClient
 
 from app.store import TERMINAL_STATES
 from tests.support.agents import QUICK_AGENT
+from tests.support.sse import read_until_complete
 
 pytestmark = pytest.mark.sanity
 
@@ -63,27 +63,10 @@ def stream_events(client: FlaskClient, session_id: str) -> list[dict[str, Any]]:
     """The session stream's events up to `complete`, failing past the deadline."""
     response = client.get(f"/admin/sessions/{session_id}/stream", buffered=False)
     assert response.mimetype == "text/event-stream"
-    events, buffer = [], ""
-    deadline = time.monotonic() + DEADLINE
-    for chunk in response.response:
-        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            events.append(_event(block))
-        if events and events[-1].get("event") == "complete":
-            break
-        assert time.monotonic() < deadline, f"no complete event in time: {events}"
-    response.close()
-    return events
-
-
-def _event(block: str) -> dict[str, Any]:
-    event: dict[str, Any] = {}
-    for line in block.split("\n"):
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        event[field or "comment"] = json.loads(value) if field == "data" else value
-    return event
+    try:
+        return read_until_complete(response.response, DEADLINE)
+    finally:
+        response.close()
 
 
 def test_new_session_is_active_idle_and_has_no_run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import threading
@@ -16,6 +15,7 @@ from flask.testing import FlaskClient
 
 from app.broker import Broker
 from app.factory import begin_shutdown
+from tests.support.sse import parse_sse
 
 pytestmark = [pytest.mark.sanity, pytest.mark.verifies("F-5")]
 
@@ -35,19 +35,6 @@ def app_config(app_config: dict[str, str]) -> dict[str, str]:
         "AGENTED_AGENT_COMMAND": HANGING_AGENT,
         "AGENTED_SSE_HEARTBEAT": str(HEARTBEAT),
     }
-
-
-def parse_sse(wire: str) -> list[dict[str, Any]]:
-    """Events as an EventSource sees them, data JSON-decoded."""
-    events = []
-    for block in filter(None, wire.split("\n\n")):
-        event: dict[str, Any] = {}
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            event[field or "comment"] = json.loads(value) if field == "data" else value
-        events.append(event)
-    return events
 
 
 def start_execution(client: FlaskClient) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -24,33 +23,11 @@ from app.streaming import (
     sse_comment,
     sse_event,
 )
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.sanity
 
 DEADLINE = 5.0
-
-
-def parse_sse(wire: str) -> list[dict[str, Any]]:
-    """Events as an EventSource sees them (WHATWG HTML, 9.2.6), data JSON-decoded."""
-    events = []
-    for block in wire.split("\n\n"):
-        if not block:
-            continue
-        event: dict[str, Any] = {}
-        data = []
-        for line in block.split("\n"):
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "":
-                event["comment"] = value
-            elif field == "data":
-                data.append(value)
-            else:
-                event[field] = value
-        if data:
-            event["data"] = json.loads("\n".join(data))
-        events.append(event)
-    return events
 
 
 def collect_until_complete(
