@@ -20,7 +20,7 @@ import requests
 
 from app.error_tracking import SHUTDOWN_TIMEOUT
 from tests.support.fault_sink import FaultSink, Mode
-from tests.support.servers import REPO, GunicornServer
+from tests.support.servers import GRACEFUL_TIMEOUT, GunicornServer
 
 pytestmark = pytest.mark.proxy
 
@@ -359,11 +359,7 @@ def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
     tmp_path: Path, record_figure: Callable[[str, str], None]
 ) -> None:
     with FaultSink(reply_delay=SINK_ROUND_TRIP) as sink:
-        env = {
-            "AGENTED_DEBUG_ROUTES": "1",
-            "SENTRY_DSN": sink.dsn,
-            "SENTRY_TRACES_SAMPLE_RATE": "0",
-        }
+        env = errors_only(sink.dsn)
         with GunicornServer(tmp_path / "backend", env) as server:
             with requests.Session() as session:
                 send_mixed_traffic(session, server, WARM_UP_REQUESTS)
@@ -408,13 +404,6 @@ QUEUED_ERRORS = 20
 HANGING_ERRORS = 5
 # each envelope waits this long for its reply, so errors are still queued at SIGTERM
 SLOW_ROUND_TRIP = 0.1
-GRACEFUL_TIMEOUT = float(
-    re.search(
-        r"^graceful_timeout = (\d+)",
-        (REPO / "backend" / "gunicorn.conf.py").read_text(),
-        re.MULTILINE,
-    ).group(1)
-)
 _PENDING = re.compile(r"Sentry is attempting to send (\d+) pending events")
 _SHUTDOWN_WORDS = re.compile(r"pending|dropped|flush|Waiting up to|timed out", re.I)
 _DROPPED = re.compile(r'events dropped unsent.*?"?count"?[=:] ?(\d+)')
@@ -427,9 +416,16 @@ def raise_errors(server: GunicornServer, count: int) -> None:
 
 
 def timed_stop(server: GunicornServer) -> tuple[int | None, float]:
-    started = time.monotonic()
-    exit_code = server.stop(timeout=GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT + 10)
-    return exit_code, time.monotonic() - started
+    return server.timed_stop(timeout=GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT + 10)
+
+
+def errors_only(dsn: str) -> dict[str, str]:
+    """A backend sending its errors to `dsn`, and no transactions."""
+    return {
+        "AGENTED_DEBUG_ROUTES": "1",
+        "SENTRY_DSN": dsn,
+        "SENTRY_TRACES_SAMPLE_RATE": "0",
+    }
 
 
 @pytest.mark.verifies("F-5")
@@ -437,11 +433,7 @@ def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
     tmp_path: Path, record_figure: Callable[[str, str], None]
 ) -> None:
     with FaultSink(reply_delay=SLOW_ROUND_TRIP) as sink:
-        env = {
-            "AGENTED_DEBUG_ROUTES": "1",
-            "SENTRY_DSN": sink.dsn,
-            "SENTRY_TRACES_SAMPLE_RATE": "0",
-        }
+        env = errors_only(sink.dsn)
         with GunicornServer(tmp_path / "backend", env) as server:
             raise_errors(server, QUEUED_ERRORS)
             exit_code, seconds = timed_stop(server)
@@ -465,11 +457,7 @@ def test_sigterm_with_a_hanging_sink_exits_within_the_shutdown_budget(
 ) -> None:
     budget = SHUTDOWN_TIMEOUT + GRACEFUL_TIMEOUT
     with FaultSink(Mode.SLOW, slow_seconds=budget + 30) as sink:
-        env = {
-            "AGENTED_DEBUG_ROUTES": "1",
-            "SENTRY_DSN": sink.dsn,
-            "SENTRY_TRACES_SAMPLE_RATE": "0",
-        }
+        env = errors_only(sink.dsn)
         with GunicornServer(tmp_path / "backend", env) as server:
             raise_errors(server, HANGING_ERRORS)
             exit_code, seconds = timed_stop(server)

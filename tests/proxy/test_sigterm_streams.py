@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import socket
@@ -20,19 +19,12 @@ import pytest
 import requests
 
 from tests.proxy.conftest import StartBackend
-from tests.support.servers import REPO, GunicornServer
+from tests.support.servers import GRACEFUL_TIMEOUT, REPO, GunicornServer
 from tests.support.sse import SseParser
 
 pytestmark = pytest.mark.proxy
 
 DEADLINE = 30.0
-GRACEFUL_TIMEOUT = float(
-    re.search(
-        r"^graceful_timeout = (\d+)",
-        (REPO / "backend" / "gunicorn.conf.py").read_text(),
-        re.MULTILINE,
-    ).group(1)
-)
 # an idle worker stops in ~1.3 s (it checks its flag once a second); the limit is
 # graceful_timeout, past which the worker is killed before its clean-up runs
 STOP_BUDGET = 5.0
@@ -131,12 +123,6 @@ def start_execution(server: GunicornServer, prompt: str) -> str:
     return created.json()["id"]
 
 
-def timed_stop(server: GunicornServer) -> tuple[int | None, float]:
-    started = time.monotonic()
-    exit_code = server.stop(timeout=GRACEFUL_TIMEOUT + DEADLINE)
-    return exit_code, time.monotonic() - started
-
-
 @pytest.mark.verifies("F-5")
 def test_sigterm_ends_open_stream_and_stops_the_worker_promptly(
     start_backend: StartBackend,
@@ -152,7 +138,7 @@ def test_sigterm_ends_open_stream_and_stops_the_worker_promptly(
     agent_pid = stream.agent_pid()
     agent_pids.append(agent_pid)
 
-    exit_code, seconds = timed_stop(server)
+    exit_code, seconds = server.timed_stop(timeout=GRACEFUL_TIMEOUT + DEADLINE)
     events = stream.join()
 
     record_figure("F-5", f"SIGTERM with an open stream: stopped in {seconds:.1f} s")

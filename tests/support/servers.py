@@ -15,6 +15,20 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 _WORKER = re.compile(r"Booting worker with pid: (\d+)")
+
+
+def _graceful_timeout() -> float:
+    """graceful_timeout as backend/gunicorn.conf.py sets it; read, not imported,
+    since importing the config validates this process's environment."""
+    conf = (REPO / "backend" / "gunicorn.conf.py").read_text()
+    found = re.search(r"^graceful_timeout = (\d+)", conf, re.MULTILINE)
+    if found is None:
+        raise RuntimeError("backend/gunicorn.conf.py sets no graceful_timeout")
+    return float(found.group(1))
+
+
+# how long Gunicorn lets a stopping worker finish before it kills it
+GRACEFUL_TIMEOUT = _graceful_timeout()
 # what a child needs from our environment; nothing of the developer's settings
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
@@ -83,6 +97,12 @@ class GunicornServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=10)
+
+    def timed_stop(self, timeout: float) -> tuple[int | None, float]:
+        """A graceful stop: its exit code and how many seconds it took."""
+        started = time.monotonic()
+        exit_code = self.stop(timeout=timeout)
+        return exit_code, time.monotonic() - started
 
     def log(self) -> str:
         return (
