@@ -130,12 +130,12 @@ class DeliveryLog:
         "queue_overflow": "more events at once than the SDK's queue holds",
         "backpressure": "the SDK sampled down because sending is unhealthy",
     }
-    # servers that store errors only (Bugsink, GlitchTip without performance)
-    # turn transactions away for good; say what to do about it
+    # a server that stores errors only (Bugsink is one) turns every transaction
+    # away, for good; say what to do about it
     HINT: ClassVar[dict[tuple[str, str], str]] = {
         ("ratelimit_backoff", "transaction"): (
-            "if errors still arrive, the server takes no transactions (Bugsink "
-            "does not); set SENTRY_TRACES_SAMPLE_RATE=0 for it"
+            "if errors still arrive, the server stores no transactions (Bugsink "
+            "is such a server); set SENTRY_TRACES_SAMPLE_RATE=0 for it"
         ),
     }
 
