@@ -13,8 +13,11 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: .pyc files written at install; where PYTHONDONTWRITEBYTECODE is
+# set (as on CI machines) every interpreter would otherwise compile Flask, the SDK and
+# gevent from source, and the proxy suite starts about a hundred of them
 setup: $(UV)  ## install uv if missing, then the pinned environment in .venv
-	$(UV) sync --quiet
+	$(UV) sync --quiet --compile-bytecode
 
 run: setup  ## serve on 127.0.0.1:20000 under Gunicorn's gevent worker
 	$(UV) run --no-sync gunicorn -c backend/gunicorn.conf.py

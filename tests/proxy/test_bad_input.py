@@ -301,18 +301,29 @@ def raw_run(tmp_path_factory: pytest.TempPathFactory) -> RawRun:
         with GunicornServer(tmp_path_factory.mktemp("raw"), env) as server:
             runtime = f"{server.url}/admin/debug/runtime"
             pid_before = requests.get(runtime, timeout=10).json()["pid"]
-            answers = {
-                case.id: send_raw(server.port, case.request) for case in RAW_CASES
-            }
+            # at once: a greeting that is not HTTP waits out the keep-alive timeout
+            with ThreadPoolExecutor(len(RAW_CASES)) as pool:
+                replies = pool.map(
+                    send_raw,
+                    [server.port] * len(RAW_CASES),
+                    [c.request for c in RAW_CASES],
+                )
+                answers = {
+                    case.id: reply
+                    for case, reply in zip(RAW_CASES, replies, strict=True)
+                }
             pid_after = requests.get(runtime, timeout=10).json()["pid"]
-            health = requests.get(f"{server.url}/health/liveness", timeout=10)
+            # keep the status, not the response: until the response is freed its
+            # socket stays open, and a graceful stop waits out the keep-alive
+            liveness = f"{server.url}/health/liveness"
+            health_after = requests.get(liveness, timeout=10).status_code
             server.stop()
         events = [e["exception"]["values"][-1]["type"] for e in sink.errors]
     return RawRun(
         answers,
         pid_before,
         pid_after,
-        health.status_code,
+        health_after,
         server.worker_pids(),
         server.log(),
         events,

@@ -12,6 +12,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,7 @@ MAX_FAILURE_LINES = 3
 # generous: p99 of ~130 loopback requests on a shared 2-core box jitters by 2x
 P99_RATIO_LIMIT = 5.0
 RECOVERY_TIMEOUT = 15.0
-FAULTS = [m for m in Mode if m is not Mode.HEALTHY]
+RECOVERY_RETRY = 0.3
 # lines where the SDK or Python reports a failure, as opposed to our start-up line
 _FAILURE_LINE = re.compile(
     r"\[sentry\]|sentry_sdk|urllib3|Unexpected status|Rate-limited|pending events"
@@ -141,40 +143,28 @@ def send_mixed_traffic(
 def wait_for_recovery(
     session: requests.Session, server: GunicornServer, sink: FaultSink
 ) -> float:
-    """Raise a marked error every 0.3 s until one arrives; seconds it took."""
+    """Seconds until a new error reaches the sink: one marked error every
+    RECOVERY_RETRY seconds (the first may fall in a backoff), watched closely."""
     started = time.monotonic()
     deadline = started + RECOVERY_TIMEOUT
-    for attempt in range(int(RECOVERY_TIMEOUT / 0.3) + 1):
-        marker = f"recovery-{attempt}"
+    attempt = 0
+    while time.monotonic() < deadline:
         session.post(
             f"{server.url}/admin/debug/raise",
-            headers={"X-Request-ID": marker},
+            headers={"X-Request-ID": f"recovery-{attempt}"},
             timeout=10,
         )
-        if any(_request_id(event).startswith("recovery-") for event in sink.errors):
-            return time.monotonic() - started
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+        attempt += 1
+        retry_at = time.monotonic() + RECOVERY_RETRY
+        while time.monotonic() < retry_at:
+            if any(_request_id(e).startswith("recovery-") for e in sink.errors):
+                return time.monotonic() - started
+            time.sleep(0.01)
     return math.nan
 
 
 def _request_id(event: dict) -> str:
     return (event.get("request") or {}).get("headers", {}).get("X-Request-Id", "")
-
-
-def run_scenario(mode: Mode, workdir: Path) -> Scenario:
-    scenario = Scenario(mode)
-    env = {"AGENTED_DEBUG_ROUTES": "1", "SENTRY_DSN": ""}
-    with FaultSink(mode, retry_after=1) as sink:
-        env["SENTRY_DSN"] = sink.dsn
-        with GunicornServer(workdir, env) as server:
-            with requests.Session() as session:
-                drive_scenario(scenario, session, server, sink)
-            server.stop()
-        scenario.log = server.log()
-        scenario.booted_workers = len(server.worker_pids())
-    return scenario
 
 
 def drive_scenario(
@@ -198,20 +188,53 @@ def drive_scenario(
 
 
 @pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    return run_scenario(Mode.HEALTHY, tmp_path_factory.mktemp("control"))
-
-
-@pytest.fixture(scope="module", params=[Mode.HEALTHY, *FAULTS], ids=str)
-def scenario(
-    request: pytest.FixtureRequest,
-    control: Scenario,
+def scenarios(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Scenario]:
-    if request.param is Mode.HEALTHY:
-        yield control
-        return
-    yield run_scenario(request.param, tmp_path_factory.mktemp(request.param.value))
+) -> Iterator[dict[Mode, Scenario]]:
+    """Every mode against a sink and a backend of its own.
+
+    Booting and the graceful stop are mostly waiting, so the backends boot
+    together and stop together; the measured traffic runs against one backend at
+    a time while the others sit idle (a stopping worker would not: its flush and
+    exit would land in the next mode's figures). Logs are read once all have exited.
+    """
+    with ExitStack() as stack:
+        rigs: dict[Mode, tuple[FaultSink, GunicornServer]] = {}
+        for mode in Mode:
+            sink = stack.enter_context(FaultSink(mode, retry_after=1))
+            env = {"AGENTED_DEBUG_ROUTES": "1", "SENTRY_DSN": sink.dsn}
+            server = GunicornServer(tmp_path_factory.mktemp(mode.value), env)
+            stack.callback(server.stop, graceful=False)
+            rigs[mode] = sink, server
+        with ThreadPoolExecutor(len(rigs)) as pool:
+            list(
+                pool.map(GunicornServer.start, [server for _, server in rigs.values()])
+            )
+
+        results = {}
+        for mode, (sink, server) in rigs.items():
+            results[mode] = Scenario(mode)
+            with requests.Session() as session:
+                drive_scenario(results[mode], session, server, sink)
+        for _, server in rigs.values():
+            server.signal_stop()
+        for mode, (_, server) in rigs.items():
+            server.stop()
+            results[mode].log = server.log()
+            results[mode].booted_workers = len(server.worker_pids())
+        yield results
+
+
+@pytest.fixture(scope="module")
+def control(scenarios: dict[Mode, Scenario]) -> Scenario:
+    return scenarios[Mode.HEALTHY]
+
+
+@pytest.fixture(params=list(Mode), ids=str)
+def scenario(
+    request: pytest.FixtureRequest, scenarios: dict[Mode, Scenario]
+) -> Scenario:
+    return scenarios[request.param]
 
 
 @pytest.mark.verifies("F-1")

@@ -36,8 +36,11 @@ def test_streams_read_to_the_end_make_no_transaction_json_routes_do(
         f"{api}/executions", json={"agent": "command", "prompt": "p"}, timeout=10
     ).json()
     assert "log" in _read_stream(f"{api}/executions/{execution['id']}/stream")
-    session = requests.post(f"{api}/sessions", json={"agent": "command"}, timeout=10)
-    session_id = session.json()["id"]
+    # ids, not responses: a response kept alive keeps its connection open, and
+    # the graceful stop below would wait out the keep-alive for it
+    session_id = requests.post(
+        f"{api}/sessions", json={"agent": "command"}, timeout=10
+    ).json()["id"]
     requests.post(
         f"{api}/sessions/{session_id}/messages", json={"message": "m"}, timeout=10
     )

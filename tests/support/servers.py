@@ -91,12 +91,17 @@ class GunicornServer:
         """
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+        self.signal_stop(graceful=graceful)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=10)
+
+    def signal_stop(self, *, graceful: bool = True) -> None:
+        """Ask the server to stop (as `stop` does) without waiting for it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
 
     def timed_stop(self, timeout: float) -> tuple[int | None, float]:
         """A graceful stop: its exit code and how many seconds it took."""
