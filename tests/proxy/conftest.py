@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.bugsink import BugsinkServer, BugsinkUnavailable, Project
 from tests.support.recording_sink import RecordingSink
-from tests.support.servers import GunicornServer
+from tests.support.servers import GunicornServer, reap_quitting
 
 # a quick agent for executions: three lines, no sleeping
 QUICK_AGENT = (
@@ -66,6 +66,10 @@ _BOOTS: dict[str, BugsinkBoot] = {}
 # fixture name -> does that server digest in the ingest request (True) or in
 # Bugsink's background worker (False); None: as --bugsink-digest says
 _BUGSINK_FIXTURES: dict[str, bool | None] = {"bugsink": None, "worker_bugsink": False}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.add_cleanup(reap_quitting)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -153,7 +157,8 @@ def recording_sink() -> Iterator[RecordingSink]:
 def start_backend(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[StartBackend]:
-    """Start Gunicorn with extra environment; every server stops at teardown."""
+    """Start Gunicorn with extra environment; every server is told to quit at
+    teardown and waited for at the end of the run."""
     servers: list[GunicornServer] = []
     request.node.agented_servers = servers
 
@@ -166,7 +171,7 @@ def start_backend(
         return server
 
     with ExitStack() as stack:
-        stack.callback(lambda: [s.stop(graceful=False) for s in servers])
+        stack.callback(lambda: [s.quit_later() for s in servers])
         yield start
 
 

@@ -438,10 +438,6 @@ def raise_errors(server: GunicornServer, count: int) -> None:
             session.post(f"{server.url}/admin/debug/raise", timeout=10)
 
 
-def timed_stop(server: GunicornServer) -> tuple[int | None, float]:
-    return server.timed_stop(timeout=GRACEFUL_TIMEOUT + SHUTDOWN_TIMEOUT + 10)
-
-
 def errors_only(dsn: str) -> dict[str, str]:
     """A backend sending its errors to `dsn`, and no transactions."""
     return {
@@ -451,51 +447,87 @@ def errors_only(dsn: str) -> dict[str, str]:
     }
 
 
+# what a stopping worker may take: its requests, then the SDK's flush
+SHUTDOWN_BUDGET = SHUTDOWN_TIMEOUT + GRACEFUL_TIMEOUT
+
+
+@dataclass
+class Shutdown:
+    """A backend that raised errors, then got SIGTERM."""
+
+    exit_code: int | None
+    seconds: float
+    delivered: int
+    log: str
+
+    @property
+    def said(self) -> list[str]:
+        return [line for line in self.log.splitlines() if _SHUTDOWN_WORDS.search(line)]
+
+
+def raise_then_stop(sink: FaultSink, errors: int, workdir: Path) -> Shutdown:
+    with sink:
+        with GunicornServer(workdir, errors_only(sink.dsn)) as server:
+            raise_errors(server, errors)
+            exit_code, seconds = server.timed_stop(timeout=SHUTDOWN_BUDGET + 10)
+        delivered = len(sink.errors)
+    return Shutdown(exit_code, seconds, delivered, server.log())
+
+
+@pytest.fixture(scope="module")
+def shutdowns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shutdown]:
+    """Both shutdowns at once: each spends its seconds waiting on its own sink."""
+    runs = {
+        "healthy": (FaultSink(reply_delay=SLOW_ROUND_TRIP), QUEUED_ERRORS),
+        "hanging": (
+            FaultSink(Mode.SLOW, slow_seconds=SHUTDOWN_BUDGET + 30),
+            HANGING_ERRORS,
+        ),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {
+            name: pool.submit(
+                raise_then_stop, sink, errors, tmp_path_factory.mktemp(name)
+            )
+            for name, (sink, errors) in runs.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.verifies("F-5")
 def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
-    tmp_path: Path, record_figure: Callable[[str, str], None]
+    shutdowns: dict[str, Shutdown], record_figure: Callable[[str, str], None]
 ) -> None:
-    with FaultSink(reply_delay=SLOW_ROUND_TRIP) as sink:
-        env = errors_only(sink.dsn)
-        with GunicornServer(tmp_path / "backend", env) as server:
-            raise_errors(server, QUEUED_ERRORS)
-            exit_code, seconds = timed_stop(server)
-        delivered = len(sink.errors)
+    run = shutdowns["healthy"]
 
-    pending = [int(n) for n in _PENDING.findall(server.log())]
+    pending = [int(n) for n in _PENDING.findall(run.log)]
     record_figure(
         "F-5",
-        f"healthy sink: {delivered}/{QUEUED_ERRORS} delivered, {pending} pending "
-        f"at SIGTERM, stopped in {seconds:.1f} s",
+        f"healthy sink: {run.delivered}/{QUEUED_ERRORS} delivered, {pending} pending "
+        f"at SIGTERM, stopped in {run.seconds:.1f} s",
     )
-    assert exit_code == 0
+    assert run.exit_code == 0
     assert pending, "the SDK did not say that errors were pending"
     assert pending[0] > 1, "the errors were all sent before SIGTERM"
-    assert delivered == QUEUED_ERRORS
+    assert run.delivered == QUEUED_ERRORS
 
 
 @pytest.mark.verifies("F-5")
 def test_sigterm_with_a_hanging_sink_exits_within_the_shutdown_budget(
-    tmp_path: Path, record_figure: Callable[[str, str], None]
+    shutdowns: dict[str, Shutdown], record_figure: Callable[[str, str], None]
 ) -> None:
-    budget = SHUTDOWN_TIMEOUT + GRACEFUL_TIMEOUT
-    with FaultSink(Mode.SLOW, slow_seconds=budget + 30) as sink:
-        env = errors_only(sink.dsn)
-        with GunicornServer(tmp_path / "backend", env) as server:
-            raise_errors(server, HANGING_ERRORS)
-            exit_code, seconds = timed_stop(server)
+    run = shutdowns["hanging"]
 
-    log = server.log()
-    said = [line for line in log.splitlines() if _SHUTDOWN_WORDS.search(line)]
-    dropped = [int(n) for n in _DROPPED.findall(log)]
+    dropped = [int(n) for n in _DROPPED.findall(run.log)]
     record_figure(
         "F-5",
-        f"hanging sink: stopped in {seconds:.1f} s (budget {budget:.0f} s), "
+        f"hanging sink: stopped in {run.seconds:.1f} s "
+        f"(budget {SHUTDOWN_BUDGET:.0f} s), "
         f"{dropped} of {HANGING_ERRORS} errors said to be dropped unsent",
     )
-    assert exit_code == 0
-    assert seconds < budget
-    assert "Worker graceful timeout" not in log
-    assert _PENDING.search(log), said
+    assert run.exit_code == 0
+    assert run.seconds < SHUTDOWN_BUDGET
+    assert "Worker graceful timeout" not in run.log
+    assert _PENDING.search(run.log), run.said
     # the sink never answers: every error is still queued or in flight at exit
-    assert dropped == [HANGING_ERRORS], said
+    assert dropped == [HANGING_ERRORS], run.said

@@ -17,12 +17,20 @@ ENVELOPE_PATH = re.compile(r"^/api/(\d+)/envelope/$")
 SINK_KEY = "sinkpublickey0123456789abcdef"
 
 
+class _PromptHTTPServer(HTTPServer):
+    """Stops within 0.05 s; serve_forever's default poll makes that up to 0.5 s."""
+
+    def thread_target(self) -> None:
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.05)
+
+
 class RecordingSink(EnvelopeViews):
     """Decodes what the SDK's HTTP transport posts; the test reads it back."""
 
     def __init__(self, project_id: int = 1) -> None:
         self.project_id = project_id
-        self.server = HTTPServer(host="127.0.0.1", port=0)
+        self.server = _PromptHTTPServer(host="127.0.0.1", port=0)
         self._lock = threading.Lock()
         self.envelopes: list[Envelope] = []
         self.raw: list[bytes] = []

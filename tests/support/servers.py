@@ -33,6 +33,18 @@ GRACEFUL_TIMEOUT = _graceful_timeout()
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
 
+# servers told to quit at a test's teardown, waited for by `reap_quitting`
+_QUITTING: list[GunicornServer] = []
+
+
+def reap_quitting(timeout: float = 30.0) -> None:
+    """Wait for every server `quit_later` was called on; SIGKILL past the deadline."""
+    deadline = time.monotonic() + timeout
+    while _QUITTING:
+        server = _QUITTING.pop()
+        server.stop(max(0.1, deadline - time.monotonic()), graceful=False)
+
+
 class ServerFailed(RuntimeError):
     """The server did not come up; the message ends with its log."""
 
@@ -102,6 +114,15 @@ class GunicornServer:
         """Ask the server to stop (as `stop` does) without waiting for it."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM if graceful else signal.SIGQUIT)
+
+    def quit_later(self) -> None:
+        """SIGQUIT now; `reap_quitting` waits for the exit (~0.4 s) later on.
+
+        For teardown of tests that look neither at shutdown nor at the log: the
+        next test need not wait for this server to be gone.
+        """
+        self.signal_stop(graceful=False)
+        _QUITTING.append(self)
 
     def timed_stop(self, timeout: float) -> tuple[int | None, float]:
         """A graceful stop: its exit code and how many seconds it took."""
