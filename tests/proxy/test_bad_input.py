@@ -12,7 +12,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,11 +295,10 @@ def send_raw(port: int, data: bytes) -> bytes:
     return received
 
 
-@pytest.fixture(scope="module")
-def raw_run(tmp_path_factory: pytest.TempPathFactory) -> RawRun:
+def send_raw_requests(workdir: Path) -> RawRun:
     with FaultSink() as sink:
         env = {"AGENTED_DEBUG_ROUTES": "1", "SENTRY_DSN": sink.dsn}
-        with GunicornServer(tmp_path_factory.mktemp("raw"), env) as server:
+        with GunicornServer(workdir, env) as server:
             runtime = f"{server.url}/admin/debug/runtime"
             pid_before = requests.get(runtime, timeout=10).json()["pid"]
             # at once: a greeting that is not HTTP waits out the keep-alive timeout
@@ -328,6 +328,29 @@ def raw_run(tmp_path_factory: pytest.TempPathFactory) -> RawRun:
         server.log(),
         events,
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def raw_run_started(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Future[RawRun] | None]:
+    """The raw requests, started with the module when any test here reads them.
+
+    Their run is mostly waiting (a greeting that is not HTTP waits out the
+    keep-alive, then a graceful stop), which the environment matrix fills.
+    """
+    here = [i for i in request.session.items if i.module is request.module]
+    if not any("raw_run" in item.fixturenames for item in here):
+        yield None
+        return
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(send_raw_requests, tmp_path_factory.mktemp("raw"))
+
+
+@pytest.fixture(scope="module")
+def raw_run(raw_run_started: Future[RawRun] | None) -> RawRun:
+    assert raw_run_started is not None
+    return raw_run_started.result()
 
 
 @pytest.mark.verifies("F-8")

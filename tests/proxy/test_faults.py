@@ -377,13 +377,23 @@ def lost_in_transit(dropped: Counter[str]) -> int:
     return sum(n for reason, n in dropped.items() if reason != "event_processor")
 
 
-@pytest.mark.verifies("F-4")
-def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
-    tmp_path: Path, record_figure: Callable[[str, str], None]
-) -> None:
+@dataclass
+class BurstRun:
+    """What a backend did through the burst, and what its sink got."""
+
+    burst: Burst
+    delivered: int
+    dropped: Counter[str]
+    pid_before: int
+    pid_after: int
+    rss_growth_kib: int
+    worker_pids: list[int]
+    log: str
+
+
+def run_burst(workdir: Path) -> BurstRun:
     with FaultSink(reply_delay=SINK_ROUND_TRIP) as sink:
-        env = errors_only(sink.dsn)
-        with GunicornServer(tmp_path / "backend", env) as server:
+        with GunicornServer(workdir, errors_only(sink.dsn)) as server:
             with requests.Session() as session:
                 send_mixed_traffic(session, server, WARM_UP_REQUESTS)
                 pid_before = worker_pid(session, server)
@@ -401,12 +411,30 @@ def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
             if e["exception"]["values"][-1]["type"] == "DeliberateError"
         )
         dropped = sink.discarded("error")
+    return BurstRun(
+        burst,
+        delivered,
+        dropped,
+        pid_before,
+        pid_after,
+        rss_after - rss_before,
+        server.worker_pids(),
+        server.log(),
+    )
+
+
+@pytest.mark.verifies("F-4")
+def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
+    long_runs: LongRuns, record_figure: Callable[[str, str], None]
+) -> None:
+    run = long_runs.burst
+    burst = run.burst
 
     raised = burst.sent + WARM_UP_REQUESTS // 3
     health_seconds = [seconds for _, seconds in burst.health]
     figure = (
-        f"{burst.sent} errors in {burst.seconds:.1f} s; delivered {delivered}, "
-        f"dropped {dict(dropped)}; RSS +{rss_after - rss_before} KiB; "
+        f"{burst.sent} errors in {burst.seconds:.1f} s; delivered {run.delivered}, "
+        f"dropped {dict(run.dropped)}; RSS +{run.rss_growth_kib} KiB; "
         f"{len(burst.health)} health checks, p99 "
         f"{percentile(health_seconds, 0.99) * 1000:.0f} ms"
     )
@@ -415,12 +443,12 @@ def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
     assert set(burst.statuses) == {500}
     assert burst.health
     assert {status for status, _ in burst.health} == {200}
-    assert pid_after == pid_before
-    assert server.worker_pids() == [pid_before]
-    assert server.log().count("Booting worker") == 1
-    assert rss_after - rss_before < BURST_RSS_GROWTH_LIMIT_KIB
-    assert dropped["queue_overflow"] > 0, figure
-    assert delivered + lost_in_transit(dropped) == raised, figure
+    assert run.pid_after == run.pid_before
+    assert run.worker_pids == [run.pid_before]
+    assert run.log.count("Booting worker") == 1
+    assert run.rss_growth_kib < BURST_RSS_GROWTH_LIMIT_KIB
+    assert run.dropped["queue_overflow"] > 0, figure
+    assert run.delivered + lost_in_transit(run.dropped) == raised, figure
 
 
 QUEUED_ERRORS = 20
@@ -474,31 +502,46 @@ def raise_then_stop(sink: FaultSink, errors: int, workdir: Path) -> Shutdown:
     return Shutdown(exit_code, seconds, delivered, server.log())
 
 
+@dataclass
+class LongRuns:
+    burst: BurstRun
+    shutdowns: dict[str, Shutdown]
+
+
 @pytest.fixture(scope="module")
-def shutdowns(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shutdown]:
-    """Both shutdowns at once: each spends its seconds waiting on its own sink."""
-    runs = {
+def long_runs(tmp_path_factory: pytest.TempPathFactory) -> LongRuns:
+    """The burst and both shutdowns, at once.
+
+    Each takes seconds of waiting (the burst is paced over BURST_SECONDS, a
+    shutdown waits on its sink), and none asserts a latency, so they overlap. The
+    shutdowns are started first: their backends boot during the burst's warm-up,
+    and only wait during its paced phase.
+    """
+    shutdown_runs = {
         "healthy": (FaultSink(reply_delay=SLOW_ROUND_TRIP), QUEUED_ERRORS),
         "hanging": (
             FaultSink(Mode.SLOW, slow_seconds=SHUTDOWN_BUDGET + 30),
             HANGING_ERRORS,
         ),
     }
-    with ThreadPoolExecutor(len(runs)) as pool:
-        futures = {
+    with ThreadPoolExecutor(len(shutdown_runs) + 1) as pool:
+        shutdowns = {
             name: pool.submit(
                 raise_then_stop, sink, errors, tmp_path_factory.mktemp(name)
             )
-            for name, (sink, errors) in runs.items()
+            for name, (sink, errors) in shutdown_runs.items()
         }
-        return {name: future.result() for name, future in futures.items()}
+        burst = pool.submit(run_burst, tmp_path_factory.mktemp("burst"))
+        return LongRuns(
+            burst.result(), {name: f.result() for name, f in shutdowns.items()}
+        )
 
 
 @pytest.mark.verifies("F-5")
 def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
-    shutdowns: dict[str, Shutdown], record_figure: Callable[[str, str], None]
+    long_runs: LongRuns, record_figure: Callable[[str, str], None]
 ) -> None:
-    run = shutdowns["healthy"]
+    run = long_runs.shutdowns["healthy"]
 
     pending = [int(n) for n in _PENDING.findall(run.log)]
     record_figure(
@@ -514,9 +557,9 @@ def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
 
 @pytest.mark.verifies("F-5")
 def test_sigterm_with_a_hanging_sink_exits_within_the_shutdown_budget(
-    shutdowns: dict[str, Shutdown], record_figure: Callable[[str, str], None]
+    long_runs: LongRuns, record_figure: Callable[[str, str], None]
 ) -> None:
-    run = shutdowns["hanging"]
+    run = long_runs.shutdowns["hanging"]
 
     dropped = [int(n) for n in _DROPPED.findall(run.log)]
     record_figure(
