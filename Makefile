@@ -34,9 +34,8 @@ sanity: setup  ## fast checks, no network
 proxy: setup  ## real Gunicorn, Bugsink and recording sinks on loopback
 	$(UV) run --no-sync pytest -m proxy
 
-verify: setup  ## sanity, then proxy, then the truth table
-	$(UV) run --no-sync pytest -m sanity --truths-enforce
-	$(UV) run --no-sync pytest -m proxy --truths-enforce
+verify: setup  ## the whole suite (sanity first, then proxy), then its truth table
+	$(UV) run --no-sync pytest --truths-enforce
 	@cat reports/truth-table.md
 
 lint: setup  ## ruff check and ruff format --check

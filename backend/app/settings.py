@@ -7,6 +7,7 @@ anything heavier (they monkey-patch first).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import os
@@ -102,6 +103,7 @@ def sentry_settings(env: Mapping[str, str]) -> SentrySettings:
     )
 
 
+@functools.cache  # read once: it cannot change under a running process
 def package_version() -> str:
     try:
         return metadata.version("agented")

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.support.fault_sink import FaultSink
+from tests.support.selection import selected_users
 from tests.support.servers import REPO, GunicornServer
 
 pytestmark = pytest.mark.proxy
@@ -274,6 +275,7 @@ class RawRun:
     pid_before: int
     pid_after: int
     health_after: int
+    control_status: int
     worker_pids: list[int]
     log: str
     events: list[str]
@@ -317,6 +319,9 @@ def send_raw_requests(workdir: Path) -> RawRun:
             # socket stays open, and a graceful stop waits out the keep-alive
             liveness = f"{server.url}/health/liveness"
             health_after = requests.get(liveness, timeout=10).status_code
+            # the control: one real error, so a sink that hears nothing cannot pass
+            raised = f"{server.url}/admin/debug/raise"
+            control_status = requests.post(raised, timeout=10).status_code
             server.stop()
         events = [e["exception"]["values"][-1]["type"] for e in sink.errors]
     return RawRun(
@@ -324,6 +329,7 @@ def send_raw_requests(workdir: Path) -> RawRun:
         pid_before,
         pid_after,
         health_after,
+        control_status,
         server.worker_pids(),
         server.log(),
         events,
@@ -339,8 +345,7 @@ def raw_run_started(
     Their run is mostly waiting (a greeting that is not HTTP waits out the
     keep-alive, then a graceful stop), which the environment matrix fills.
     """
-    here = [i for i in request.session.items if i.module is request.module]
-    if not any("raw_run" in item.fixturenames for item in here):
+    if not selected_users(request, "raw_run"):
         yield None
         return
     with ThreadPoolExecutor(1) as pool:
@@ -377,5 +382,8 @@ def test_raw_bad_requests_leave_the_worker_up_and_send_no_event(
     assert raw_run.pid_after == raw_run.pid_before
     assert raw_run.worker_pids == [raw_run.pid_before]
     assert raw_run.health_after == 200
-    assert raw_run.events == []
-    assert "Traceback" not in raw_run.log
+    # only the control error made an event and a traceback
+    assert raw_run.control_status == 500
+    assert raw_run.events == ["DeliberateError"]
+    assert raw_run.log.count("Traceback (most recent call last)") == 1
+    assert raw_run.log.count("DeliberateError: deliberate failure") == 1

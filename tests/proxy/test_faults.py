@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from app.error_tracking import SHUTDOWN_TIMEOUT
 from tests.support.fault_sink import FaultSink, Mode
+from tests.support.selection import selected_params, selected_users
 from tests.support.servers import GRACEFUL_TIMEOUT, GunicornServer
 
 pytestmark = pytest.mark.proxy
@@ -36,6 +39,7 @@ MAX_FAILURE_LINES = 3
 P99_RATIO_LIMIT = 5.0
 RECOVERY_TIMEOUT = 15.0
 RECOVERY_RETRY = 0.3
+FAULTS = [mode for mode in Mode if mode is not Mode.HEALTHY]
 # lines where the SDK or Python reports a failure, as opposed to our start-up line
 _FAILURE_LINE = re.compile(
     r"\[sentry\]|sentry_sdk|urllib3|Unexpected status|Rate-limited|pending events"
@@ -189,18 +193,22 @@ def drive_scenario(
 
 @pytest.fixture(scope="module")
 def scenarios(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[Mode, Scenario]]:
-    """Every mode against a sink and a backend of its own.
+    """Each mode the selected tests ask for (and the healthy control) against a
+    sink and a backend of its own.
 
     Booting and the graceful stop are mostly waiting, so the backends boot
     together and stop together; the measured traffic runs against one backend at
     a time while the others sit idle (a stopping worker would not: its flush and
     exit would land in the next mode's figures). Logs are read once all have exited.
     """
+    wanted = selected_params(request, "scenario") | selected_params(
+        request, "fault_scenario"
+    )
     with ExitStack() as stack:
         rigs: dict[Mode, tuple[FaultSink, GunicornServer]] = {}
-        for mode in Mode:
+        for mode in [m for m in Mode if m is Mode.HEALTHY or m in wanted]:
             sink = stack.enter_context(FaultSink(mode, retry_after=1))
             env = {"AGENTED_DEBUG_ROUTES": "1", "SENTRY_DSN": sink.dsn}
             server = GunicornServer(tmp_path_factory.mktemp(mode.value), env)
@@ -237,6 +245,14 @@ def scenario(
     return scenarios[request.param]
 
 
+@pytest.fixture(params=FAULTS, ids=str)
+def fault_scenario(
+    request: pytest.FixtureRequest, scenarios: dict[Mode, Scenario]
+) -> Scenario:
+    """A faulty mode only: for comparisons with the healthy control."""
+    return scenarios[request.param]
+
+
 @pytest.mark.verifies("F-1")
 def test_every_request_keeps_its_status_while_the_sink_misbehaves(
     scenario: Scenario,
@@ -253,14 +269,17 @@ def test_every_request_keeps_its_status_while_the_sink_misbehaves(
 
 @pytest.mark.verifies("F-1")
 def test_healthy_route_latency_stays_near_the_control(
-    scenario: Scenario, control: Scenario, record_figure: Callable[[str, str], None]
+    fault_scenario: Scenario,
+    control: Scenario,
+    record_figure: Callable[[str, str], None],
 ) -> None:
-    ratio = scenario.p99_healthy_routes / control.p99_healthy_routes
+    p99, control_p99 = fault_scenario.p99_healthy_routes, control.p99_healthy_routes
+    ratio = p99 / control_p99
 
     record_figure(
         "F-1",
-        f"{scenario.mode}: p99 {scenario.p99_healthy_routes * 1000:.1f} ms, "
-        f"{ratio:.2f}x control",
+        f"{fault_scenario.mode}: p99 {p99 * 1000:.1f} ms, {ratio:.2f}x control "
+        f"({control_p99 * 1000:.1f} ms)",
     )
     assert ratio < P99_RATIO_LIMIT
 
@@ -425,10 +444,9 @@ def run_burst(workdir: Path) -> BurstRun:
 
 @pytest.mark.verifies("F-4")
 def test_burst_of_errors_keeps_health_up_and_counts_what_it_drops(
-    long_runs: LongRuns, record_figure: Callable[[str, str], None]
+    burst_run: BurstRun, record_figure: Callable[[str, str], None]
 ) -> None:
-    run = long_runs.burst
-    burst = run.burst
+    run, burst = burst_run, burst_run.burst
 
     raised = burst.sent + WARM_UP_REQUESTS // 3
     health_seconds = [seconds for _, seconds in burst.health]
@@ -502,46 +520,57 @@ def raise_then_stop(sink: FaultSink, errors: int, workdir: Path) -> Shutdown:
     return Shutdown(exit_code, seconds, delivered, server.log())
 
 
-@dataclass
-class LongRuns:
-    burst: BurstRun
-    shutdowns: dict[str, Shutdown]
-
-
 @pytest.fixture(scope="module")
-def long_runs(tmp_path_factory: pytest.TempPathFactory) -> LongRuns:
-    """The burst and both shutdowns, at once.
+def long_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The burst and the shutdowns that the selected tests read, all at once.
 
     Each takes seconds of waiting (the burst is paced over BURST_SECONDS, a
     shutdown waits on its sink), and none asserts a latency, so they overlap. The
     shutdowns are started first: their backends boot during the burst's warm-up,
-    and only wait during its paced phase.
+    and only wait during its paced phase. Keyed by the fixture that hands each out.
     """
-    shutdown_runs = {
-        "healthy": (FaultSink(reply_delay=SLOW_ROUND_TRIP), QUEUED_ERRORS),
-        "hanging": (
+    runs: dict[str, Callable[[Path], Any]] = {
+        "healthy_shutdown": partial(
+            raise_then_stop, FaultSink(reply_delay=SLOW_ROUND_TRIP), QUEUED_ERRORS
+        ),
+        "hanging_shutdown": partial(
+            raise_then_stop,
             FaultSink(Mode.SLOW, slow_seconds=SHUTDOWN_BUDGET + 30),
             HANGING_ERRORS,
         ),
+        "burst_run": run_burst,
     }
-    with ThreadPoolExecutor(len(shutdown_runs) + 1) as pool:
-        shutdowns = {
-            name: pool.submit(
-                raise_then_stop, sink, errors, tmp_path_factory.mktemp(name)
-            )
-            for name, (sink, errors) in shutdown_runs.items()
+    wanted = {name: run for name, run in runs.items() if selected_users(request, name)}
+    with ThreadPoolExecutor(max(1, len(wanted))) as pool:
+        futures = {
+            name: pool.submit(run, tmp_path_factory.mktemp(name))
+            for name, run in wanted.items()
         }
-        burst = pool.submit(run_burst, tmp_path_factory.mktemp("burst"))
-        return LongRuns(
-            burst.result(), {name: f.result() for name, f in shutdowns.items()}
-        )
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture
+def burst_run(long_runs: dict[str, Any]) -> BurstRun:
+    return long_runs["burst_run"]
+
+
+@pytest.fixture
+def healthy_shutdown(long_runs: dict[str, Any]) -> Shutdown:
+    return long_runs["healthy_shutdown"]
+
+
+@pytest.fixture
+def hanging_shutdown(long_runs: dict[str, Any]) -> Shutdown:
+    return long_runs["hanging_shutdown"]
 
 
 @pytest.mark.verifies("F-5")
 def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
-    long_runs: LongRuns, record_figure: Callable[[str, str], None]
+    healthy_shutdown: Shutdown, record_figure: Callable[[str, str], None]
 ) -> None:
-    run = long_runs.shutdowns["healthy"]
+    run = healthy_shutdown
 
     pending = [int(n) for n in _PENDING.findall(run.log)]
     record_figure(
@@ -557,9 +586,9 @@ def test_sigterm_delivers_every_queued_error_to_a_healthy_sink(
 
 @pytest.mark.verifies("F-5")
 def test_sigterm_with_a_hanging_sink_exits_within_the_shutdown_budget(
-    long_runs: LongRuns, record_figure: Callable[[str, str], None]
+    hanging_shutdown: Shutdown, record_figure: Callable[[str, str], None]
 ) -> None:
-    run = long_runs.shutdowns["hanging"]
+    run = hanging_shutdown
 
     dropped = [int(n) for n in _DROPPED.findall(run.log)]
     record_figure(

@@ -88,8 +88,13 @@ class GunicornServer:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
-        self.port = int(self._wait_for_log(_LISTENING, deadline).group(1))
-        self._wait_until_ready(deadline)
+        try:
+            self.port = int(self._wait_for_log(_LISTENING, deadline).group(1))
+            self._wait_until_ready(deadline)
+        except BaseException:
+            # `with` never reaches __exit__ when __enter__ raises
+            self.stop(graceful=False)
+            raise
 
     def stop(self, timeout: float = 30.0, *, graceful: bool = True) -> int | None:
         """Stop and wait; SIGKILL past the deadline.
@@ -153,7 +158,7 @@ class GunicornServer:
             try:
                 if requests.get(f"{self.url}/health/readiness", timeout=2).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to answer
                 pass
             time.sleep(0.1)
         raise ServerFailed(f"/health/readiness never answered 200\n{self.log()}")

@@ -24,9 +24,10 @@ Which truths the run must prove (the enforcement rule):
   true for a test carrying only that level's marker, evaluated with pytest's own
   expression evaluator. Without ``-m`` every level is selected; so ``-m sanity`` and
   ``-m "not proxy"`` select ``sanity`` only, ``-m proxy`` selects ``proxy`` only.
-- Enforcement is on when ``-m`` is given, or when the run covers the whole suite (no
-  path arguments, or exactly the ``testpaths``) and no ``-k`` narrows it. Running a
-  few files or a ``-k`` subset reports the table but demands nothing.
+- Enforcement is on when the run covers the whole suite (no path arguments, or
+  exactly the ``testpaths``) and no ``-k`` narrows it; ``-m`` only chooses the levels.
+  Running a few files or a ``-k`` subset, with or without ``-m``, reports the table
+  but demands nothing: ``pytest -m proxy -k burst`` is green when its test passes.
 - ``--truths-enforce`` / ``--no-truths-enforce`` override that decision.
 
 When enforcement is on, every truth of a selected level that is not PASS is reported
@@ -414,7 +415,7 @@ def should_enforce(config: pytest.Config) -> bool:
     override: bool | None = config.getoption("truths_enforce")
     if override is not None:
         return override
-    return bool(config.option.markexpr.strip()) or runs_whole_suite(config)
+    return runs_whole_suite(config)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -430,7 +431,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="truths_enforce",
         default=None,
         help="fail the run when a truth of a selected level is not PASS"
-        " (default: only with -m or a whole-suite run)",
+        " (default: only when no path or -k narrows the run)",
     )
 
 

@@ -261,6 +261,32 @@ def test_run_of_chosen_files_reports_but_does_not_demand(
 
 
 @pytest.mark.parametrize(
+    "narrowing",
+    [["-k", "only_first"], ["test_narrowed.py"]],
+    ids=["keyword", "chosen-file"],
+)
+def test_level_narrowed_by_k_or_a_path_reports_but_does_not_demand(
+    suite: pytest.Pytester, narrowing: list[str]
+) -> None:
+    suite.makepyfile(
+        test_narrowed="""
+        import pytest
+
+        @pytest.mark.sanity
+        @pytest.mark.verifies("S-1")
+        def test_only_first():
+            pass
+        """
+    )
+
+    result = run(suite, "-m", "sanity", *narrowing)
+
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert statuses(suite)["S-2"] == "NOT RUN"
+
+
+@pytest.mark.parametrize(
     ("args", "exit_code"),
     [
         (["test_override.py", "--truths-enforce"], pytest.ExitCode.TESTS_FAILED),
