@@ -27,7 +27,7 @@ def _read_stream(url: str) -> list[str]:
 
 @pytest.mark.verifies("L2-2", "OBS02-T4")
 def test_streams_read_to_the_end_make_no_transaction_json_routes_do(
-    start_backend: StartBackend, recording_sink: RecordingSink
+    start_backend: StartBackend, recording_sink: RecordingSink, record_figure
 ) -> None:
     server = start_backend(SENTRY_DSN=recording_sink.dsn, SENTRY_TRACES_SAMPLE_RATE="1")
     api = server.url + "/admin"
@@ -50,6 +50,12 @@ def test_streams_read_to_the_end_make_no_transaction_json_routes_do(
     assert server.stop() == 0  # a graceful stop flushes the SDK's queue
 
     names = {t["transaction"] for t in recording_sink.transactions}
+    streamed = names & {"executions.stream_execution", "sessions.stream_session"}
+    record_figure(
+        "L2-2",
+        f"2 streams read to the end made {len(streamed)} transactions; "
+        f"{len(names - streamed)} JSON routes made theirs",
+    )
     assert {
         "executions.create_execution",
         "sessions.create_session",

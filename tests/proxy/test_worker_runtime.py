@@ -13,7 +13,7 @@ pytestmark = pytest.mark.proxy
 
 @pytest.mark.verifies("L2-4", "OBS02-T1")
 def test_without_dsn_gunicorn_serves_and_failures_still_get_json_500(
-    start_backend: StartBackend,
+    start_backend: StartBackend, record_figure
 ) -> None:
     server = start_backend()
 
@@ -21,6 +21,12 @@ def test_without_dsn_gunicorn_serves_and_failures_still_get_json_500(
     runtime = requests.get(f"{server.url}/admin/debug/runtime", timeout=10).json()
 
     assert requests.get(f"{server.url}/health/liveness", timeout=10).ok
+    record_figure(
+        "L2-4",
+        f"raising route answered {failed.status_code} "
+        f"{failed.headers.get('Content-Type')}; client in the worker: "
+        f"{runtime['error_tracking']}",
+    )
     assert failed.status_code == 500
     assert failed.json()["request_id"] == failed.headers["X-Request-ID"]
     assert runtime["error_tracking"] is False
