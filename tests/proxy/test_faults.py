@@ -1,7 +1,9 @@
 """A misbehaving Sentry server never hurts the service, under Gunicorn gevent.
 
 Each fault gets one backend whose DSN points at a loopback FaultSink in that mode:
-the traffic runs once in a module-scoped fixture, then the tests read the facts.
+the traffic runs once in a module-scoped fixture (`scenarios`), then the tests read
+the facts. The burst and the two SIGTERM shutdowns run together in another
+(`long_runs`). Both do only what the selected tests read.
 """
 
 from __future__ import annotations
