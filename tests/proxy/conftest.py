@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import uuid
@@ -14,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agents import QUICK_AGENT
 from tests.support.bugsink import BugsinkServer, BugsinkUnavailable, Project
 from tests.support.recording_sink import RecordingSink
 from tests.support.servers import GunicornServer, reap_quitting
-
-# a quick agent for executions: three lines, no sleeping
-QUICK_AGENT = (
-    f'{sys.executable} -c "import sys; [print(i, sys.argv[1]) for i in range(3)]"'
-)
 
 StartBackend = Callable[..., GunicornServer]
 

@@ -21,6 +21,11 @@ print("done", flush=True)
 sys.exit(3 if prompt == "fail" else 0)
 """
 QUICK_AGENT = f"{shlex.quote(sys.executable)} -c {shlex.quote(AGENT_CODE)}"
+# app settings for route tests that run it: heartbeats quick enough to be seen
+QUICK_AGENT_SETTINGS = {
+    "AGENTED_AGENT_COMMAND": QUICK_AGENT,
+    "AGENTED_SSE_HEARTBEAT": "0.2",
+}
 
 
 def join_runner_threads(timeout: float) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app.store import TERMINAL_STATES
-from tests.support.agents import QUICK_AGENT
+from tests.support.agents import QUICK_AGENT_SETTINGS
 from tests.support.sse import read_until_complete
 
 pytestmark = pytest.mark.sanity
@@ -19,11 +19,7 @@ DEADLINE = 5.0
 
 @pytest.fixture
 def app_config(app_config: dict[str, str]) -> dict[str, str]:
-    return {
-        **app_config,
-        "AGENTED_AGENT_COMMAND": QUICK_AGENT,
-        "AGENTED_SSE_HEARTBEAT": "0.2",
-    }
+    return {**app_config, **QUICK_AGENT_SETTINGS}
 
 
 @pytest.fixture
